@@ -1,0 +1,54 @@
+# Finds libtorch (from PyPI's torch wheel or an official archive), CLI11,
+# nlohmann_json, spdlog and, for the tests, GoogleTest.
+
+find_package(Torch REQUIRED)
+message(STATUS "libtorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")
+
+# torch/include ships fmt 12; spdlog must format through it (Debian's fmt 9
+# and spdlog 1.10 do not compile against it).
+find_path(GPTQ_SPDLOG_INCLUDE spdlog/spdlog.h
+  HINTS ${spdlog_DIR}/../include
+  REQUIRED)
+add_library(gptq_spdlog INTERFACE)
+target_include_directories(gptq_spdlog SYSTEM INTERFACE ${GPTQ_SPDLOG_INCLUDE})
+target_compile_definitions(gptq_spdlog INTERFACE SPDLOG_HEADER_ONLY SPDLOG_FMT_EXTERNAL FMT_HEADER_ONLY)
+target_link_libraries(gptq_spdlog INTERFACE ${TORCH_LIBRARIES})
+
+find_package(nlohmann_json 3.9 REQUIRED)
+find_package(CLI11 REQUIRED)
+
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+
+find_package(Threads REQUIRED)
+
+# libtorch_cuda.so wants the wheel's own NCCL/cuBLAS, not the CUDA toolkit's;
+# the linker needs to see them (at run time libtorch's RPATH finds them).
+set(GPTQ_TORCH_HAS_CUDA OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(GPTQ_TORCH_HAS_CUDA ON)
+  get_filename_component(_torch_lib_dir "${TORCH_INSTALL_PREFIX}/lib" ABSOLUTE)
+  file(GLOB _nvidia_lib_dirs LIST_DIRECTORIES true "${TORCH_INSTALL_PREFIX}/../nvidia/*/lib" "${TORCH_INSTALL_PREFIX}/../nvidia/cu*/lib")
+  foreach(_dir IN LISTS _nvidia_lib_dirs)
+    string(APPEND CMAKE_EXE_LINKER_FLAGS " -Wl,-rpath-link,${_dir}")
+  endforeach()
+endif()
+message(STATUS "libtorch CUDA support: ${GPTQ_TORCH_HAS_CUDA}")
+
+if(GPTQ_TORCH_HAS_CUDA)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    # Our own kernels build for the architectures libtorch was asked for
+    # ("9.0" -> 90); CMake 3.25 has no CUDA20 dialect, so -std=c++20 is passed
+    # per source in GptqModule.cmake.
+    if(NOT CMAKE_CUDA_ARCHITECTURES)
+      string(REPLACE "." "" _archs "${TORCH_CUDA_ARCH_LIST}")
+      string(REPLACE "+PTX" "" _archs "${_archs}")
+      string(REPLACE " " ";" _archs "${_archs}")
+      set(CMAKE_CUDA_ARCHITECTURES ${_archs})
+    endif()
+    enable_language(CUDA)
+    set(GPTQ_WITH_CUDA_KERNELS ON)
+  endif()
+endif()

@@ -1,0 +1,16 @@
+#pragma once
+// Logging: spdlog to stderr, stdout is reserved for results (--json).
+// Messages start lowercase and name the thing they are about.
+#include <spdlog/spdlog.h>
+
+namespace gptq::log {
+
+enum class Verbosity { kQuiet, kNormal, kVerbose };
+
+// Installs the stderr logger once; safe to call again to change verbosity.
+void setup(Verbosity verbosity);
+
+// True when stderr is a terminal (progress lines are redrawn only then).
+bool stderr_is_tty();
+
+}  // namespace gptq::log

@@ -1,0 +1,73 @@
+// gptq-quant: turns a Hugging Face LLM checkpoint into a GPTQ checkpoint.
+#include <cstdio>
+#include <vector>
+
+#include "cli/command.h"
+#include "gptq/core/error.h"
+#include "gptq/core/log.h"
+#include "gptq/core/version.h"
+
+namespace {
+
+constexpr const char* kDescription =
+    "gptq-quant: GPTQ post-training quantization of Hugging Face LLM checkpoints.\n"
+    "Reads a model directory (config.json + safetensors), quantizes it block by block\n"
+    "and writes a GPTQ checkpoint that vLLM, transformers and GPTQModel load.";
+
+constexpr const char* kFooter =
+    "\nRun 'gptq-quant <subcommand> --help' for its options. Exit status: 0 ok,\n"
+    "1 runtime failure, 2 usage or input error.";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{kDescription, "gptq-quant"};
+  app.footer(kFooter);
+  app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       gptq::tool_name() + " " + gptq::tool_version() + " (libtorch " +
+                           gptq::libtorch_version() + ")");
+  bool quiet = false;
+  bool verbose = false;
+  app.add_flag("-q,--quiet", quiet, "only warnings and errors on stderr")->configurable(false);
+  app.add_flag("-v,--verbose", verbose, "debug logging on stderr");
+
+  std::vector<gptq::cli::Command> commands = {
+      gptq::cli::add_quantize_command(app), gptq::cli::add_rtn_command(app),
+      gptq::cli::add_benchmark_command(app), gptq::cli::add_convert_command(app),
+      gptq::cli::add_server_command(app)};
+  for (auto& command : commands) {
+    command.app->fallthrough();
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+
+  gptq::log::setup(quiet     ? gptq::log::Verbosity::kQuiet
+                   : verbose ? gptq::log::Verbosity::kVerbose
+                             : gptq::log::Verbosity::kNormal);
+  try {
+    for (auto& command : commands) {
+      if (command.app->parsed()) return command.run();
+    }
+  } catch (const gptq::Error& e) {
+    spdlog::error("{}", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    if (auto eol = message.find('\n'); eol != std::string::npos) message.resize(eol);
+    spdlog::error("{}", message);
+    return 1;
+  }
+  return 2;
+}

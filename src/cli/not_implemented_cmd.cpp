@@ -1,0 +1,35 @@
+// Subcommands that are designed but not built yet: each says so and exits 2.
+#include "cli/command.h"
+#include "gptq/core/error.h"
+
+namespace gptq::cli {
+namespace {
+
+Command planned(CLI::App& parent, const char* name, const char* description) {
+  Command command;
+  command.app = parent.add_subcommand(name, description);
+  command.app->allow_extras();
+  command.run = [name] {
+    throw UnsupportedError(std::string("'") + name +
+                           "' is not implemented yet in this version of gptq-quant");
+    return 2;
+  };
+  return command;
+}
+
+}  // namespace
+
+Command add_quantize_command(CLI::App& parent) {
+  return planned(parent, "quantize", "GPTQ-quantize a Hugging Face model directory");
+}
+Command add_rtn_command(CLI::App& parent) {
+  return planned(parent, "rtn", "round-to-nearest quantization without calibration");
+}
+Command add_convert_command(CLI::App& parent) {
+  return planned(parent, "convert", "convert between checkpoint formats");
+}
+Command add_server_command(CLI::App& parent) {
+  return planned(parent, "server", "serve quantization requests for remote clients");
+}
+
+}  // namespace gptq::cli
