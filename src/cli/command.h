@@ -18,4 +18,8 @@ Command add_benchmark_command(CLI::App& parent);
 Command add_convert_command(CLI::App& parent);
 Command add_server_command(CLI::App& parent);
 
+// Children of `benchmark`.
+Command add_benchmark_solver_command(CLI::App& benchmark);
+Command add_benchmark_ppl_command(CLI::App& benchmark);
+
 }  // namespace gptq::cli
