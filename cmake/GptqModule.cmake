@@ -41,6 +41,8 @@ function(gptq_add_test_suite name)
   target_include_directories(gptq_${name}_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests ${PROJECT_SOURCE_DIR}/src)
   gtest_discover_tests(gptq_${name}_tests
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    PROPERTIES ENVIRONMENT "GPTQ_SHARED_DIR=${GPTQ_SHARED_DIR};GPTQ_BINARY=$<TARGET_FILE:gptq-quant>"
+    # A plain path, not $<TARGET_FILE:...>: the genex would make every suite
+    # depend on the whole CLI and stop modules from building alone.
+    PROPERTIES ENVIRONMENT "GPTQ_SHARED_DIR=${GPTQ_SHARED_DIR};GPTQ_BINARY=${PROJECT_BINARY_DIR}/gptq-quant;GPTQ_BUILD_DIR=${PROJECT_BINARY_DIR}"
     DISCOVERY_TIMEOUT 120)
 endfunction()
