@@ -49,6 +49,12 @@ if(GPTQ_TORCH_HAS_CUDA)
       set(CMAKE_CUDA_ARCHITECTURES ${_archs})
     endif()
     enable_language(CUDA)
+    # torch's cuda.cmake sets CMAKE_CUDA_STANDARD 20; CMake 3.25 knows nvcc
+    # flags only up to C++17, so teach it the C++20 one (nvcc >= 12 has it).
+    if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     set(GPTQ_WITH_CUDA_KERNELS ON)
   endif()
 endif()

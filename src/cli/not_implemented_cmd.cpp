@@ -19,12 +19,6 @@ Command planned(CLI::App& parent, const char* name, const char* description) {
 
 }  // namespace
 
-Command add_quantize_command(CLI::App& parent) {
-  return planned(parent, "quantize", "GPTQ-quantize a Hugging Face model directory");
-}
-Command add_rtn_command(CLI::App& parent) {
-  return planned(parent, "rtn", "round-to-nearest quantization without calibration");
-}
 Command add_convert_command(CLI::App& parent) {
   return planned(parent, "convert", "convert between checkpoint formats");
 }

@@ -8,12 +8,21 @@
 //            "I64"|"I32"|"I16"|"I8"|"U8"|"BOOL"|"F64", "shape": [..],
 //            "data_offsets": [begin, end]}, ...}
 //   offsets are relative to the start of the data section; end-begin must equal
-//   prod(shape)*itemsize; tensors must not overlap and must lie inside the file.
+//   prod(shape)*itemsize; as in the reference reader, the tensors must tile the
+//   data section exactly (no overlap, no gap, no trailing bytes). The header is
+//   at most 100 MB, starts with '{', and may end in spaces (the writer pads it
+//   so the data section is 8-byte aligned). Also read/written: U16, U32, U64,
+//   F8_E4M3, F8_E5M2, C64.
 // A sharded checkpoint is a directory with model.safetensors.index.json:
 //   {"metadata": {"total_size": ..}, "weight_map": {"<name>": "<shard file>"}}.
 //
 // All errors are gptq::InputError (or UnsupportedError for an unknown dtype)
-// with one line naming the file and, where relevant, the tensor.
+// with one line naming the file and, where relevant, the tensor (names are
+// quoted with control bytes escaped). Write failures (disk full) are gptq::Error.
+//
+// Implementation: src/io/safetensors_header.cpp (parser, dtype names; also
+// built into the libFuzzer target fuzz/), safetensors_reader.cpp,
+// checkpoint.cpp, safetensors_writer.cpp.
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -53,10 +62,12 @@ class SafetensorsFile {
   bool contains(const std::string& name) const { return find(name) != nullptr; }
 
   // Copies the tensor out of the mapping into a new owned tensor, converted to
-  // `dtype` (default: the stored dtype) on `device` (default CPU).
+  // `dtype` (default: the stored dtype) on `device` (default CPU; conversion
+  // happens on the device). InputError if absent or a BOOL byte is not 0/1.
   at::Tensor load(const std::string& name, std::optional<c10::ScalarType> dtype = std::nullopt,
                   c10::Device device = c10::Device(c10::kCPU)) const;
-  // A zero-copy CPU view into the mapping; valid while this object lives.
+  // A zero-copy CPU view into the mapping; valid while this object lives. The
+  // mapping is read-only: writing through the view crashes (use load()).
   at::Tensor view(const std::string& name) const;
   // Raw bytes of a tensor inside the mapping (for copying unchanged).
   const uint8_t* data(const TensorInfo& info) const;
@@ -92,14 +103,18 @@ class Checkpoint {
   const SafetensorsFile& file_of(const std::string& name) const;
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
   uint64_t total_bytes() const;
+  const std::filesystem::path& root() const { return root_; }  // as passed to open()
 
  private:
+  std::filesystem::path root_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> owner_;  // tensor name -> index into files_
 };
 
-// Writes tensors into shards of at most `max_shard_bytes` (a tensor larger than
-// the cap gets a shard of its own). Shards are named
+// Writes tensors into shards of at most `max_shard_bytes` of tensor data (a
+// tensor larger than the cap gets a shard of its own; 0 means no cap), in the
+// order they are added. Each tensor's bytes are spooled to a temporary file
+// as it is added, so memory stays at one tensor. Shards are named
 // model-00001-of-0000N.safetensors (or model.safetensors when one shard) and,
 // when there is more than one, model.safetensors.index.json is written too.
 // Everything is written under temporary names and renamed in commit().

@@ -1,0 +1,60 @@
+#pragma once
+// The whole `gptq-quant quantize` / `gptq-quant rtn` job: model directory in,
+// GPTQ v1 checkpoint directory out.
+//
+//   load      config.json (ArchSpec), the safetensors checkpoint (lazy, mmap)
+//   calibrate windows [N, T] from --calib, tokenized with the model's tokenizer
+//   embed     hidden [N, T, H] for all windows, kept resident on the device
+//   per block load its weights only, quantize it in one forward pass
+//             (calib/block_runner.h), write its packed linears, free it;
+//             its output is the next block's input
+//   write     every other tensor copied unchanged (embeddings, norms, lm_head),
+//             config.json + quantize_config.json, tokenizer files; atomic rename
+//
+// Memory: one block's weights + the calibration activations (all windows stay
+// resident; activations are not streamed from disk). Hessians are fp32; the
+// block computes in --dtype (auto: the checkpoint's dtype).
+// Errors: InputError / UnsupportedError (exit 2) for a bad model directory,
+// calibration file or existing output, checked before any heavy work.
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "gptq/solver/gptq.h"
+
+namespace gptq::calib {
+
+enum class Method { kGptq, kRtn };
+
+struct QuantizeOptions {
+  std::filesystem::path model_dir;
+  std::filesystem::path output_dir;
+  Method method = Method::kGptq;
+  solver::GptqConfig gptq;          // quant settings (and damping, act-order for GPTQ)
+  bool true_sequential = true;
+  std::filesystem::path calib_file;  // required for GPTQ
+  int n_samples = 128;
+  int seqlen = 2048;
+  uint64_t seed = 0;
+  std::string device = "auto";       // auto | cpu | cuda[:N] | mps
+  std::string dtype = "auto";        // auto (checkpoint's) | fp32 | bf16 | fp16
+  uint64_t max_shard_bytes = uint64_t{4} << 30;
+  bool progress = true;              // per-linear lines / redrawn line on a TTY
+};
+
+// Runs the job and returns the report (also what --report writes):
+// {"method", "model", "output", "settings": {...}, "device", "dtype",
+//  "calibration": {"file", "format", "n_samples", "seqlen", "n_tokens", "seed",
+//                  "streamed": false},
+//  "layers": [{"name", "shape": [out, in], "quantized", "loss", "damp_used",
+//              "n_tokens", "seconds"}],
+//  "sizes": {"input_bytes", "output_bytes"},
+//  "timings_s": {"load", "calibration", "forward", "hessian", "solve", "write", "total"}}
+nlohmann::json run_quantize(const QuantizeOptions& options);
+
+// The compute dtype for --dtype `name`: "auto" is the checkpoint's.
+c10::ScalarType resolve_compute_dtype(const std::string& name, c10::ScalarType checkpoint_dtype);
+
+}  // namespace gptq::calib

@@ -1,0 +1,77 @@
+#pragma once
+// ModelConfig: a Hugging Face config.json, typed and checked, plus the family's
+// ArchSpec. Reads both transformers 4 keys ("torch_dtype", "rope_theta",
+// "rope_scaling") and transformers 5 keys ("dtype", "rope_parameters").
+//
+// Throws InputError naming the key and the file for a missing or mistyped key
+// or an inconsistent shape (e.g. n_heads not divisible by n_kv_heads), and
+// UnsupportedError for an architecture, activation, dtype or RoPE type we do
+// not run.
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gptq/model/arch.h"
+
+namespace gptq::model {
+
+enum class RopeType { kDefault, kLinear, kLlama3 };
+
+// inv_freq[i] = 1 / theta^(2i / head_dim), then rescaled per `type`
+// (llama3: Meta's Llama 3.1 low/high frequency interpolation).
+struct RopeConfig {
+  RopeType type = RopeType::kDefault;
+  double theta = 10000.0;
+  double factor = 1.0;            // linear, llama3
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3
+};
+
+struct ModelConfig {
+  std::filesystem::path dir;  // folder config.json came from (empty if parsed from text)
+  std::string architecture;
+  ArchSpec arch;
+
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;  // "head_dim" or hidden_size / n_heads
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  RopeConfig rope;
+
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
+  bool tie_word_embeddings = false;  // the key; lm_head.weight absent also ties (see weights.h)
+  std::vector<int64_t> sliding_window;  // per layer; 0 = full causal attention
+
+  c10::ScalarType torch_dtype = c10::kFloat;  // "dtype" / "torch_dtype"; float32 when absent
+  std::optional<int64_t> bos_token_id;
+  std::optional<int64_t> eos_token_id;
+
+  // "model.layers.<i>." (the family's layer prefix).
+  std::string layer_prefix(int layer) const;
+};
+
+// Reads `dir`/config.json (or `dir` itself when it names a .json file).
+ModelConfig load_model_config(const std::filesystem::path& dir);
+// Parses config.json text; `source` names it in errors.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source);
+
+// "model.layers.<i>." for the Llama-like families (all supported ones).
+std::string layer_prefix(int layer);
+
+// "float32" / "bfloat16" / "float16" <-> ScalarType (UnsupportedError otherwise).
+c10::ScalarType dtype_from_hf_name(const std::string& name);
+std::string dtype_to_hf_name(c10::ScalarType dtype);
+
+}  // namespace gptq::model

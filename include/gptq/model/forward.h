@@ -1,0 +1,82 @@
+#pragma once
+// The decoder forward in libtorch, equal to transformers' modeling_llama /
+// mistral / qwen2 / qwen3 (sdpa attention) for the same weights and dtype:
+//   h   = x + o_proj(attn(rope(q_norm?(q_proj(n1))), rope(k_norm?(k_proj(n1))), v_proj(n1)))
+//   out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2))
+// with n1 = input_layernorm(x), n2 = post_attention_layernorm(h); causal
+// attention (optionally a sliding window), GQA, scale 1/sqrt(head_dim).
+//
+// Shapes: hidden [B, T, hidden_size] in the compute dtype (fp32, bf16 or fp16)
+// on the compute device; all weights in the same dtype and device. RMSNorm
+// runs in fp32 and casts back before the weight multiply (as LlamaRMSNorm).
+// RoPE cos/sin are computed in fp32 and cast to the compute dtype (as HF).
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "gptq/model/config.h"
+#include "gptq/model/weights.h"
+
+namespace gptq::model {
+
+// cos/sin tables [max_positions, head_dim] (rotate_half layout: the
+// frequencies repeated twice), in `dtype` on `device`.
+class RotaryCache {
+ public:
+  RotaryCache(const ModelConfig& config, int64_t max_positions, c10::ScalarType dtype,
+              c10::Device device);
+  const at::Tensor& cos() const { return cos_; }
+  const at::Tensor& sin() const { return sin_; }
+  int64_t max_positions() const { return max_positions_; }
+
+ private:
+  at::Tensor cos_;
+  at::Tensor sin_;
+  int64_t max_positions_ = 0;
+};
+
+// inv_freq [head_dim / 2] float32 for `rope` (default, linear or llama3).
+at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+
+// weight * (x.float() * rsqrt(mean(x.float()^2, -1) + eps)).to(x.dtype)
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// x [B, heads, T, head_dim]; cos/sin [T, head_dim]:  x*cos + rotate_half(x)*sin.
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// Sees the exact input of each true-sequential group before its linears run.
+class GroupObserver {
+ public:
+  virtual ~GroupObserver() = default;
+  // group_index indexes config.arch.sequential_groups; `linear_names` are that
+  // group's linears (relative names without ".weight"); `input` is
+  // [B, T, in_features] as the linears will consume it. The observer may
+  // replace "<linear>.weight" (same shape, dtype, device) in `weights`; the
+  // block then runs with the replaced tensors.
+  virtual void before_group(int group_index, const std::vector<std::string>& linear_names,
+                            const at::Tensor& input, BlockWeights& weights) = 0;
+};
+
+struct BlockOptions {
+  // Rows of the batch processed together. Without an observer the whole block
+  // runs per chunk; with one, each group input is materialized for the whole
+  // batch (the observer needs it) and only attention runs per chunk.
+  // 0: chosen so one chunk's attention activations stay near 256 MiB.
+  int64_t batch_chunk = 0;
+};
+
+// One decoder block: hidden [B, T, H] -> [B, T, H]. Positions are 0..T-1 of
+// each row; T <= rope.max_positions().
+at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const at::Tensor& hidden,
+                         const RotaryCache& rope, GroupObserver* observer = nullptr,
+                         const BlockOptions& options = {});
+
+// ids [B, T] int64 (any device) -> hidden [B, T, H] in embedding's dtype/device.
+at::Tensor embed(const at::Tensor& embedding, const at::Tensor& ids);
+
+// hidden [..., H] -> logits [..., vocab] in the compute dtype.
+at::Tensor final_norm_and_logits(const ModelConfig& config, const HeadWeights& head,
+                                 const at::Tensor& hidden);
+
+}  // namespace gptq::model

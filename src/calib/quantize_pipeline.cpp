@@ -1,0 +1,269 @@
+#include "gptq/calib/quantize_pipeline.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <set>
+
+#include "gptq/calib/block_runner.h"
+#include "gptq/calib/calibration.h"
+#include "gptq/calib/tokenizer.h"
+#include "gptq/core/error.h"
+#include "gptq/core/log.h"
+#include "gptq/core/progress.h"
+#include "gptq/io/safetensors.h"
+#include "gptq/model/perplexity.h"
+#include "gptq/pack/checkpoint_writer.h"
+#include "gptq/solver/solver.h"
+
+namespace gptq::calib {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+const char* method_name(Method method) { return method == Method::kGptq ? "gptq" : "rtn"; }
+
+// Checks everything that can be checked before loading any tensor.
+void validate_options(const QuantizeOptions& options) {
+  solver::validate(options.gptq.quant);
+  GPTQ_CHECK(fs::is_directory(options.model_dir), "model directory '", options.model_dir.string(),
+             "' does not exist");
+  GPTQ_CHECK(fs::is_regular_file(options.model_dir / "config.json"), "model directory '",
+             options.model_dir.string(), "' has no config.json");
+  GPTQ_CHECK(options.gptq.damp_percent > 0 && options.gptq.damp_percent < 1,
+             "--damp-percent must be in (0, 1), got ", options.gptq.damp_percent);
+  if (options.method == Method::kGptq) {
+    GPTQ_CHECK(!options.calib_file.empty(),
+               "quantize needs calibration text: pass --calib FILE (plain text, JSONL with "
+               "\"text\", or token ids); 'gptq-quant rtn' needs none");
+    GPTQ_CHECK(fs::is_regular_file(options.calib_file), "calibration file '",
+               options.calib_file.string(), "' does not exist");
+    GPTQ_CHECK(options.n_samples > 0, "--nsamples must be positive, got ", options.n_samples);
+    GPTQ_CHECK(options.seqlen > 1, "--seqlen must be at least 2, got ", options.seqlen);
+  }
+}
+
+std::string shape_text(const LinearResult& result) {
+  return "[" + std::to_string(result.rows) + "x" + std::to_string(result.cols) + "]";
+}
+
+// Per-linear reporting: one stable log line off a TTY, the redrawn line on one.
+class LinearLog {
+ public:
+  LinearLog(int total, const QuantizeOptions& options)
+      : progress_("quantizing", total, options.progress),
+        total_(total),
+        width_(static_cast<int>(std::to_string(total).size())),
+        options_(options) {}
+
+  void record(const std::string& full_name, const LinearResult& result, nlohmann::json& layers) {
+    ++done_;
+    char line[512];
+    if (result.quantized) {
+      std::snprintf(line, sizeof line, "[%*d/%d] %s %s bits=%d g=%d err=%.2e %.2fs", width_,
+                    done_, total_, full_name.c_str(), shape_text(result).c_str(),
+                    options_.gptq.quant.bits, options_.gptq.quant.group_size, result.loss,
+                    result.solve_s);
+    } else {
+      std::snprintf(line, sizeof line,
+                    "[%*d/%d] %s %s kept in full precision (shape not packable at %d bits)",
+                    width_, done_, total_, full_name.c_str(), shape_text(result).c_str(),
+                    options_.gptq.quant.bits);
+    }
+    if (!options_.progress) {
+      spdlog::debug("{}", line);
+    } else if (progress_.redraws()) {
+      progress_.advance(full_name);
+      if (!result.quantized) spdlog::warn("{}", line);
+    } else {
+      spdlog::info("{}", line);
+    }
+    layers.push_back({{"name", full_name},
+                      {"shape", {result.rows, result.cols}},
+                      {"quantized", result.quantized},
+                      {"loss", result.loss},
+                      {"damp_used", result.damp_used},
+                      {"n_tokens", result.n_hessian_rows},
+                      {"seconds", result.solve_s}});
+  }
+  void finish() { progress_.finish(); }
+
+ private:
+  Progress progress_;
+  int total_;
+  int width_;
+  int done_ = 0;
+  const QuantizeOptions& options_;
+};
+
+at::Tensor calibration_ids(const QuantizeOptions& options, const model::ModelConfig& config,
+                           nlohmann::json& report) {
+  std::optional<Tokenizer> tokenizer;
+  EncodeFn encode = [&](std::string_view text) {
+    GPTQ_CHECK(fs::is_regular_file(options.model_dir / "tokenizer.json"), "calibration file '",
+               options.calib_file.string(), "' is text but '", options.model_dir.string(),
+               "' has no tokenizer.json (give pre-tokenized ids instead)");
+    if (!tokenizer) tokenizer.emplace(Tokenizer::from_model_dir(options.model_dir));
+    return tokenizer->encode(text, /*add_special_tokens=*/false);
+  };
+  CalibrationWindows windows =
+      load_calibration(options.calib_file, encode, options.n_samples, options.seqlen, options.seed);
+  const int64_t max_id = windows.input_ids.max().item<int64_t>();
+  GPTQ_CHECK(max_id < config.vocab_size, "calibration file '", options.calib_file.string(),
+             "' has token id ", max_id, " outside the model's vocabulary of ", config.vocab_size);
+  if (config.max_position_embeddings > 0 && options.seqlen > config.max_position_embeddings) {
+    spdlog::warn("--seqlen {} exceeds the model's max_position_embeddings {}", options.seqlen,
+                 config.max_position_embeddings);
+  }
+  report["calibration"] = {{"file", options.calib_file.string()},
+                           {"format", windows.format},
+                           {"n_samples", options.n_samples},
+                           {"seqlen", options.seqlen},
+                           {"n_stream_tokens", windows.n_stream_tokens},
+                           {"n_tokens", windows.input_ids.numel()},
+                           {"seed", options.seed},
+                           {"streamed", false},
+                           {"note", "all calibration windows stay resident on the device"}};
+  spdlog::info("calibration: {} windows x {} tokens from '{}' ({}, {} tokens in the stream)",
+               options.n_samples, options.seqlen, options.calib_file.string(), windows.format,
+               windows.n_stream_tokens);
+  return windows.input_ids;
+}
+
+nlohmann::json settings_json(const QuantizeOptions& options) {
+  const auto& g = options.gptq;
+  return {{"bits", g.quant.bits},       {"group_size", g.quant.group_size},
+          {"sym", g.quant.sym},         {"mse", g.quant.mse},
+          {"desc_act", g.desc_act},     {"static_groups", g.static_groups},
+          {"damp_percent", g.damp_percent}, {"true_sequential", options.true_sequential},
+          {"block_size", g.block_size}};
+}
+
+}  // namespace
+
+c10::ScalarType resolve_compute_dtype(const std::string& name, c10::ScalarType checkpoint_dtype) {
+  if (name == "auto") return checkpoint_dtype;
+  if (name == "fp32" || name == "float32") return c10::kFloat;
+  if (name == "bf16" || name == "bfloat16") return c10::kBFloat16;
+  if (name == "fp16" || name == "float16") return c10::kHalf;
+  throw InputError("--dtype must be auto, fp32, bf16 or fp16, got '" + name + "'");
+}
+
+nlohmann::json run_quantize(const QuantizeOptions& options) {
+  const auto total_start = Clock::now();
+  validate_options(options);
+  nlohmann::json report = {{"method", method_name(options.method)},
+                           {"model", options.model_dir.string()},
+                           {"output", options.output_dir.string()},
+                           {"settings", settings_json(options)}};
+
+  // Load: config, lazy checkpoint, output reservation; all cheap and all
+  // user errors surface here before any heavy work.
+  auto phase_start = Clock::now();
+  const model::ModelConfig config = model::load_model_config(options.model_dir);
+  model::CheckpointWeightSource source(options.model_dir);
+  const c10::Device device = model::resolve_device(options.device);
+  const c10::ScalarType dtype = resolve_compute_dtype(options.dtype, config.torch_dtype);
+  pack::GptqCheckpointWriter writer(options.model_dir, options.output_dir, options.max_shard_bytes);
+  report["device"] = device.str();
+  report["dtype"] = model::dtype_to_hf_name(dtype);
+  report["architecture"] = config.architecture;
+  spdlog::info("{}: {} with {} layers, hidden {}, computing in {} on {}", options.model_dir.string(),
+               config.architecture, config.n_layers, config.hidden_size,
+               model::dtype_to_hf_name(dtype), device.str());
+  const double load_s = seconds_since(phase_start);
+
+  phase_start = Clock::now();
+  at::Tensor hidden;
+  std::optional<model::RotaryCache> rope;
+  if (options.method == Method::kGptq) {
+    at::Tensor ids = calibration_ids(options, config, report);
+    hidden = model::embed(model::load_embedding(source, config, dtype, device), ids.to(device));
+    rope.emplace(config, options.seqlen, dtype, device);
+  }
+  const double calibration_s = seconds_since(phase_start);
+
+  const auto& linears = config.arch.linear_names();
+  LinearLog log(static_cast<int>(config.n_layers * linears.size()), options);
+  nlohmann::json layers = nlohmann::json::array();
+  std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
+  PhaseTimes times;
+  double write_s = 0;
+  BlockQuantizeOptions block_options{options.gptq, options.true_sequential, {}};
+
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    const std::string prefix = config.layer_prefix(layer);
+    const LinearSink sink = [&](LinearResult&& result) {
+      const std::string full_name = prefix + result.name;
+      log.record(full_name, result, layers);
+      if (!result.quantized) return;
+      const auto write_start = Clock::now();
+      writer.add_linear(full_name, result.packed);
+      replaced.insert(full_name + ".weight");
+      write_s += seconds_since(write_start);
+    };
+    try {
+      model::BlockWeights weights = model::load_block(source, config, layer, dtype, device);
+      if (options.method == Method::kGptq) {
+        hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times);
+      } else {
+        quantize_block_rtn(config, weights, options.gptq.quant, sink, times);
+      }
+    } catch (...) {
+      log.finish();
+      rethrow_with_context(prefix.substr(0, prefix.size() - 1));
+    }
+  }
+  log.finish();
+  hidden = at::Tensor();
+
+  // Everything that was not quantized is copied unchanged, in its stored dtype.
+  phase_start = Clock::now();
+  const io::Checkpoint& checkpoint = source.checkpoint();
+  for (const auto& name : checkpoint.names()) {
+    if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
+  }
+  pack::GptqCheckpointSettings settings;
+  settings.bits = options.gptq.quant.bits;
+  settings.group_size = options.gptq.quant.group_size;
+  settings.desc_act = options.method == Method::kGptq && options.gptq.desc_act;
+  settings.sym = options.gptq.quant.sym;
+  settings.damp_percent = options.gptq.damp_percent;
+  settings.true_sequential = options.true_sequential;
+  settings.static_groups = options.gptq.static_groups;
+  settings.mse = options.gptq.quant.mse;
+  settings.method = method_name(options.method);
+  for (const auto& entry : layers) {
+    if (!entry["quantized"].get<bool>()) settings.skipped_modules.push_back(entry["name"]);
+  }
+  const uint64_t output_bytes = writer.commit(settings);
+  write_s += seconds_since(phase_start);
+
+  const uint64_t input_bytes = checkpoint.total_bytes();
+  const double total_s = seconds_since(total_start);
+  report["layers"] = layers;
+  report["sizes"] = {{"input_bytes", input_bytes}, {"output_bytes", output_bytes}};
+  report["timings_s"] = {{"load", load_s},          {"calibration", calibration_s},
+                         {"forward", times.forward_s}, {"hessian", times.hessian_s},
+                         {"solve", times.solve_s},  {"write", write_s},
+                         {"total", total_s}};
+  spdlog::info("wrote '{}': {} -> {} ({:.2f}x smaller)", options.output_dir.string(),
+               human_bytes(double(input_bytes)), human_bytes(double(output_bytes)),
+               output_bytes ? double(input_bytes) / double(output_bytes) : 0.0);
+  spdlog::info(
+      "time: load {}, calibration {}, forward {}, hessians {}, solves {}, write {}, total {}",
+      human_seconds(load_s), human_seconds(calibration_s), human_seconds(times.forward_s),
+      human_seconds(times.hessian_s), human_seconds(times.solve_s), human_seconds(write_s),
+      human_seconds(total_s));
+  return report;
+}
+
+}  // namespace gptq::calib

@@ -1,0 +1,25 @@
+// gptq-quant rtn: round-to-nearest onto the GPTQ grid, no calibration; the
+// same GPTQ v1 output as `quantize`.
+#include "cli/command.h"
+#include "cli/quantize_common.h"
+
+namespace gptq::cli {
+
+Command add_rtn_command(CLI::App& parent) {
+  auto options = std::make_shared<QuantizeCommandOptions>();
+  Command command;
+  command.app = parent.add_subcommand(
+      "rtn", "round-to-nearest quantization without calibration (GPTQ checkpoint format)");
+  command.app->footer(
+      "\nEach group's scale/zero come from its min/max; every weight is rounded to the\n"
+      "nearest grid point. Seconds instead of minutes, but a clearly larger error than\n"
+      "'quantize' at 4 bits and below. Output as 'gptq-quant quantize'.");
+  add_common_quantize_options(*command.app, *options);
+  command.run = [options] {
+    options->job.method = calib::Method::kRtn;
+    return run_quantize_job(*options);
+  };
+  return command;
+}
+
+}  // namespace gptq::cli

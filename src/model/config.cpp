@@ -1,0 +1,250 @@
+// config.json -> ModelConfig. Every error names the key and the file.
+#include "gptq/model/config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "gptq/core/error.h"
+
+namespace gptq::model {
+namespace {
+
+using nlohmann::json;
+
+// Typed reads of one config.json object; `source_` names the file in errors.
+class Keys {
+ public:
+  Keys(const json& object, std::string source) : object_(object), source_(std::move(source)) {}
+
+  bool has(const std::string& key) const {
+    return object_.contains(key) && !object_.at(key).is_null();
+  }
+  const json& raw(const std::string& key) const {
+    GPTQ_CHECK(has(key), source_, ": missing required key '", key, "'");
+    return object_.at(key);
+  }
+  int64_t integer(const std::string& key) const {
+    const json& value = raw(key);
+    GPTQ_CHECK(value.is_number_integer(), source_, ": key '", key, "' must be an integer, got ",
+               value.dump());
+    return value.get<int64_t>();
+  }
+  int64_t positive(const std::string& key) const {
+    int64_t value = integer(key);
+    GPTQ_CHECK(value > 0, source_, ": key '", key, "' must be positive, got ", value);
+    return value;
+  }
+  int64_t positive_or(const std::string& key, int64_t fallback) const {
+    return has(key) ? positive(key) : fallback;
+  }
+  double number(const std::string& key) const {
+    const json& value = raw(key);
+    GPTQ_CHECK(value.is_number(), source_, ": key '", key, "' must be a number, got ", value.dump());
+    return value.get<double>();
+  }
+  double number_or(const std::string& key, double fallback) const {
+    return has(key) ? number(key) : fallback;
+  }
+  bool boolean_or(const std::string& key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const json& value = object_.at(key);
+    GPTQ_CHECK(value.is_boolean(), source_, ": key '", key, "' must be true or false, got ",
+               value.dump());
+    return value.get<bool>();
+  }
+  std::string string_or(const std::string& key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    const json& value = object_.at(key);
+    GPTQ_CHECK(value.is_string(), source_, ": key '", key, "' must be a string, got ", value.dump());
+    return value.get<std::string>();
+  }
+  std::optional<int64_t> optional_integer(const std::string& key) const {
+    if (!has(key) || !object_.at(key).is_number_integer()) return std::nullopt;
+    return object_.at(key).get<int64_t>();
+  }
+  const std::string& source() const { return source_; }
+
+ private:
+  const json& object_;
+  std::string source_;
+};
+
+bool resolve_bias(const BiasRule& rule, const Keys& keys) {
+  switch (rule.kind) {
+    case BiasRule::Kind::kNever: return false;
+    case BiasRule::Kind::kAlways: return true;
+    case BiasRule::Kind::kConfigKey: return keys.boolean_or(rule.config_key, rule.default_value);
+  }
+  return false;
+}
+
+// transformers 5 writes "rope_parameters" {rope_type, rope_theta, ...};
+// transformers 4 wrote "rope_theta" and "rope_scaling" {type|rope_type, ...}.
+RopeConfig parse_rope(const json& root, const Keys& keys, int64_t max_positions) {
+  RopeConfig rope;
+  rope.theta = keys.number_or("rope_theta", 10000.0);
+  std::string block_key = keys.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  if (!keys.has(block_key)) return rope;
+  const json& block = root.at(block_key);
+  GPTQ_CHECK(block.is_object(), keys.source(), ": key '", block_key, "' must be an object or null");
+  Keys params(block, keys.source() + " (" + block_key + ")");
+  rope.theta = params.number_or("rope_theta", rope.theta);
+  std::string type = params.string_or("rope_type", params.string_or("type", "default"));
+  if (type == "default") return rope;
+  if (type == "linear") {
+    rope.type = RopeType::kLinear;
+    rope.factor = params.number("factor");
+    return rope;
+  }
+  GPTQ_CHECK_SUPPORTED(type == "llama3", keys.source(), ": ", block_key, ".rope_type '", type,
+                       "' is not supported (supported: default, linear, llama3)");
+  rope.type = RopeType::kLlama3;
+  rope.factor = params.number("factor");
+  rope.low_freq_factor = params.number("low_freq_factor");
+  rope.high_freq_factor = params.number("high_freq_factor");
+  rope.original_max_position_embeddings =
+      keys.has("original_max_position_embeddings")
+          ? keys.positive("original_max_position_embeddings")
+          : params.positive_or("original_max_position_embeddings", max_positions);
+  GPTQ_CHECK(rope.high_freq_factor != rope.low_freq_factor, keys.source(), ": ", block_key,
+             ": high_freq_factor must differ from low_freq_factor");
+  return rope;
+}
+
+std::vector<int64_t> parse_sliding_window(const json& root, const Keys& keys, const ArchSpec& spec,
+                                          int64_t n_layers) {
+  std::vector<int64_t> windows(n_layers, 0);
+  if (spec.sliding_window == SlidingWindowRule::kNone || !keys.has("sliding_window")) return windows;
+  int64_t window = keys.positive("sliding_window");
+  if (spec.sliding_window == SlidingWindowRule::kAllLayers) {
+    std::fill(windows.begin(), windows.end(), window);
+    return windows;
+  }
+  if (!keys.boolean_or("use_sliding_window", false)) return windows;
+  if (keys.has("layer_types")) {
+    const json& types = root.at("layer_types");
+    GPTQ_CHECK(types.is_array() && static_cast<int64_t>(types.size()) == n_layers, keys.source(),
+               ": key 'layer_types' must list one entry per layer (", n_layers, ")");
+    for (int64_t layer = 0; layer < n_layers; ++layer) {
+      if (types[layer] == "sliding_attention") windows[layer] = window;
+    }
+    return windows;
+  }
+  int64_t first_sliding = keys.positive_or("max_window_layers", 28);
+  for (int64_t layer = first_sliding; layer < n_layers; ++layer) windows[layer] = window;
+  return windows;
+}
+
+std::string first_architecture(const json& root, const Keys& keys) {
+  const json& list = keys.raw("architectures");
+  GPTQ_CHECK(list.is_array() && !list.empty() && list[0].is_string(), keys.source(),
+             ": key 'architectures' must be a non-empty list of names");
+  return list[0].get<std::string>();
+}
+
+}  // namespace
+
+std::string ModelConfig::layer_prefix(int layer) const {
+  return arch.layer_prefix + std::to_string(layer) + ".";
+}
+
+std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+c10::ScalarType dtype_from_hf_name(const std::string& name) {
+  if (name == "float32" || name == "float") return c10::kFloat;
+  if (name == "bfloat16") return c10::kBFloat16;
+  if (name == "float16" || name == "half") return c10::kHalf;
+  throw UnsupportedError("dtype '" + name + "' is not supported (float32, bfloat16, float16)");
+}
+
+std::string dtype_to_hf_name(c10::ScalarType dtype) {
+  switch (dtype) {
+    case c10::kFloat: return "float32";
+    case c10::kBFloat16: return "bfloat16";
+    case c10::kHalf: return "float16";
+    default: throw UnsupportedError(std::string("dtype ") + c10::toString(dtype) + " is not supported");
+  }
+}
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw InputError(source + ": not valid JSON: " + e.what());
+  }
+  GPTQ_CHECK(root.is_object(), source, ": expected a JSON object");
+  Keys keys(root, source);
+
+  ModelConfig config;
+  config.architecture = first_architecture(root, keys);
+  try {
+    config.arch = find_arch_spec(config.architecture);
+  } catch (const UnsupportedError& e) {
+    throw UnsupportedError(source + ": " + e.what());
+  }
+  const ArchSpec& spec = config.arch;
+
+  config.vocab_size = keys.positive("vocab_size");
+  config.hidden_size = keys.positive("hidden_size");
+  config.intermediate_size = keys.positive("intermediate_size");
+  config.n_layers = keys.positive("num_hidden_layers");
+  config.n_heads = keys.positive("num_attention_heads");
+  config.n_kv_heads = keys.positive_or("num_key_value_heads", config.n_heads);
+  GPTQ_CHECK(config.n_heads % config.n_kv_heads == 0, source, ": num_attention_heads (",
+             config.n_heads, ") must be a multiple of num_key_value_heads (", config.n_kv_heads, ")");
+  if (keys.has("head_dim")) {
+    config.head_dim = keys.positive("head_dim");
+  } else {
+    GPTQ_CHECK(config.hidden_size % config.n_heads == 0, source, ": hidden_size (",
+               config.hidden_size, ") is not divisible by num_attention_heads (", config.n_heads,
+               ") and there is no 'head_dim' key");
+    config.head_dim = config.hidden_size / config.n_heads;
+  }
+  GPTQ_CHECK(config.head_dim % 2 == 0, source, ": head_dim must be even for RoPE, got ",
+             config.head_dim);
+  config.max_position_embeddings = keys.positive_or("max_position_embeddings", 2048);
+  config.rms_norm_eps = keys.number_or("rms_norm_eps", 1e-6);
+  GPTQ_CHECK(config.rms_norm_eps >= 0, source, ": key 'rms_norm_eps' must not be negative");
+
+  std::string act = keys.string_or("hidden_act", "silu");
+  GPTQ_CHECK_SUPPORTED(act == "silu" || act == "swish", source, ": hidden_act '", act,
+                       "' is not supported (the gated MLP needs 'silu')");
+  config.rope = parse_rope(root, keys, config.max_position_embeddings);
+
+  config.qkv_bias = resolve_bias(spec.qkv_bias, keys);
+  config.o_bias = resolve_bias(spec.o_bias, keys);
+  config.mlp_bias = resolve_bias(spec.mlp_bias, keys);
+  config.tie_word_embeddings = keys.boolean_or("tie_word_embeddings", spec.tie_word_embeddings_default);
+  config.sliding_window = parse_sliding_window(root, keys, spec, config.n_layers);
+
+  std::string dtype_key = keys.has("dtype") ? "dtype" : "torch_dtype";
+  if (keys.has(dtype_key)) {
+    try {
+      config.torch_dtype = dtype_from_hf_name(keys.string_or(dtype_key, "float32"));
+    } catch (const UnsupportedError& e) {
+      throw UnsupportedError(source + ": key '" + dtype_key + "': " + e.what());
+    }
+  }
+  config.bos_token_id = keys.optional_integer("bos_token_id");
+  config.eos_token_id = keys.optional_integer("eos_token_id");
+  return config;
+}
+
+ModelConfig load_model_config(const std::filesystem::path& dir) {
+  // A folder (or a path that is not a .json file) means <folder>/config.json.
+  std::filesystem::path path = dir.extension() == ".json" && !std::filesystem::is_directory(dir)
+                                   ? dir
+                                   : dir / "config.json";
+  std::ifstream in(path, std::ios::binary);
+  GPTQ_CHECK(in.good(), "cannot read '", path.string(), "': ",
+             std::filesystem::exists(path) ? "permission denied" : "no such file");
+  std::stringstream text;
+  text << in.rdbuf();
+  ModelConfig config = parse_model_config(text.str(), path.string());
+  config.dir = path.parent_path();
+  return config;
+}
+
+}  // namespace gptq::model

@@ -1,0 +1,132 @@
+// CheckpointWeightSource and the per-block / head loaders with shape checks.
+#include "gptq/model/weights.h"
+
+#include <ATen/ATen.h>
+
+#include "gptq/core/error.h"
+#include "gptq/io/safetensors.h"
+
+namespace gptq::model {
+namespace {
+
+std::string shape_string(c10::IntArrayRef shape) {
+  std::string out = "[";
+  for (size_t dim = 0; dim < shape.size(); ++dim) out += (dim ? ", " : "") + std::to_string(shape[dim]);
+  return out + "]";
+}
+
+at::Tensor load_checked(const WeightSource& source, const std::string& name,
+                        std::vector<int64_t> expected, c10::ScalarType dtype, c10::Device device) {
+  GPTQ_CHECK(source.contains(name), source.describe(), ": tensor '", name, "' is missing");
+  at::Tensor tensor = source.tensor(name, dtype, device);
+  GPTQ_CHECK(tensor.sizes() == c10::IntArrayRef(expected), source.describe(), ": tensor '", name,
+             "' has shape ", shape_string(tensor.sizes()), ", config.json implies ",
+             shape_string(expected));
+  return tensor;
+}
+
+// [out, in] of each linear of the Llama-like block.
+std::vector<int64_t> linear_shape(const ModelConfig& config, const std::string& linear) {
+  const int64_t q_out = config.n_heads * config.head_dim;
+  const int64_t kv_out = config.n_kv_heads * config.head_dim;
+  if (linear == "self_attn.q_proj") return {q_out, config.hidden_size};
+  if (linear == "self_attn.k_proj" || linear == "self_attn.v_proj") return {kv_out, config.hidden_size};
+  if (linear == "self_attn.o_proj") return {config.hidden_size, q_out};
+  if (linear == "mlp.gate_proj" || linear == "mlp.up_proj")
+    return {config.intermediate_size, config.hidden_size};
+  if (linear == "mlp.down_proj") return {config.hidden_size, config.intermediate_size};
+  GPTQ_ASSERT(false, "no shape rule for linear '", linear, "'");
+  return {};
+}
+
+bool has_bias(const ModelConfig& config, const std::string& linear) {
+  if (linear == "self_attn.o_proj") return config.o_bias;
+  if (linear.rfind("self_attn.", 0) == 0) return config.qkv_bias;
+  return config.mlp_bias;
+}
+
+}  // namespace
+
+CheckpointWeightSource::CheckpointWeightSource(const std::filesystem::path& dir)
+    : dir_(dir), checkpoint_(std::make_unique<io::Checkpoint>(io::Checkpoint::open(dir))) {}
+
+CheckpointWeightSource::~CheckpointWeightSource() = default;
+
+at::Tensor CheckpointWeightSource::tensor(const std::string& full_name, c10::ScalarType dtype,
+                                          c10::Device device) const {
+  GPTQ_CHECK(checkpoint_->contains(full_name), describe(), ": tensor '", full_name, "' is missing");
+  return checkpoint_->load(full_name, dtype, device);
+}
+
+bool CheckpointWeightSource::contains(const std::string& full_name) const {
+  return checkpoint_->contains(full_name);
+}
+
+std::string CheckpointWeightSource::describe() const {
+  size_t n_files = checkpoint_->files().size();
+  return "'" + dir_.string() + "'" + (n_files > 1 ? " (" + std::to_string(n_files) + " shards)" : "");
+}
+
+const at::Tensor& BlockWeights::at(const std::string& name) const {
+  auto found = tensors.find(name);
+  GPTQ_CHECK(found != tensors.end(), "block has no tensor '", name, "'");
+  return found->second;
+}
+
+const at::Tensor* BlockWeights::find(const std::string& name) const {
+  auto found = tensors.find(name);
+  return found == tensors.end() ? nullptr : &found->second;
+}
+
+int64_t BlockWeights::nbytes() const {
+  int64_t total = 0;
+  for (const auto& [name, tensor] : tensors) total += tensor.nbytes();
+  return total;
+}
+
+BlockWeights load_block(const WeightSource& source, const ModelConfig& config, int layer,
+                        c10::ScalarType dtype, c10::Device device) {
+  GPTQ_CHECK(layer >= 0 && layer < config.n_layers, "layer ", layer, " out of range [0, ",
+             config.n_layers, ")");
+  const ArchSpec& spec = config.arch;
+  const std::string prefix = config.layer_prefix(layer);
+  BlockWeights block;
+  block.layer = layer;
+  auto add = [&](const std::string& relative, std::vector<int64_t> shape) {
+    block.tensors[relative] = load_checked(source, prefix + relative, std::move(shape), dtype, device);
+  };
+  add(spec.input_norm + ".weight", {config.hidden_size});
+  add(spec.post_attention_norm + ".weight", {config.hidden_size});
+  if (spec.qk_norm) {
+    add(spec.q_norm + ".weight", {config.head_dim});
+    add(spec.k_norm + ".weight", {config.head_dim});
+  }
+  for (const auto& linear : spec.linear_names()) {
+    std::vector<int64_t> shape = linear_shape(config, linear);
+    add(linear + ".weight", shape);
+    if (has_bias(config, linear)) add(linear + ".bias", {shape[0]});
+  }
+  return block;
+}
+
+at::Tensor load_embedding(const WeightSource& source, const ModelConfig& config,
+                          c10::ScalarType dtype, c10::Device device) {
+  return load_checked(source, config.arch.embed_tokens, {config.vocab_size, config.hidden_size}, dtype,
+                      device);
+}
+
+std::string lm_head_tensor_name(const WeightSource& source, const ModelConfig& config) {
+  if (config.tie_word_embeddings || !source.contains(config.arch.lm_head)) return config.arch.embed_tokens;
+  return config.arch.lm_head;
+}
+
+HeadWeights load_head(const WeightSource& source, const ModelConfig& config, c10::ScalarType dtype,
+                      c10::Device device) {
+  HeadWeights head;
+  head.final_norm = load_checked(source, config.arch.final_norm, {config.hidden_size}, dtype, device);
+  head.lm_head = load_checked(source, lm_head_tensor_name(source, config),
+                              {config.vocab_size, config.hidden_size}, dtype, device);
+  return head;
+}
+
+}  // namespace gptq::model

@@ -1,0 +1,160 @@
+#include "gptq/pack/checkpoint_writer.h"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <fstream>
+#include <system_error>
+
+#include "gptq/core/error.h"
+#include "gptq/core/log.h"
+#include "gptq/core/version.h"
+#include "gptq/io/safetensors.h"
+
+namespace gptq::pack {
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  GPTQ_CHECK(in.good(), "cannot read '", path.string(), "'");
+  auto parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  GPTQ_CHECK(!parsed.is_discarded() && parsed.is_object(), "'", path.string(),
+             "' is not a JSON object");
+  return parsed;
+}
+
+void write_json(const fs::path& path, const nlohmann::json& value) {
+  std::ofstream out(path);
+  out << value.dump(2) << "\n";
+  GPTQ_CHECK(out.good(), "cannot write '", path.string(), "'");
+}
+
+uint64_t directory_bytes(const fs::path& dir) {
+  uint64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_regular_file()) total += entry.file_size();
+  }
+  return total;
+}
+
+// A regex matching exactly `name` (GPTQModel matches dynamic keys as regexes).
+std::string regex_escape(const std::string& name) {
+  std::string escaped;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') escaped += '\\';
+    escaped += c;
+  }
+  return escaped;
+}
+
+}  // namespace
+
+nlohmann::json gptq_quantization_config(const GptqCheckpointSettings& settings) {
+  nlohmann::json meta = {
+      {"damp_percent", settings.damp_percent},
+      {"true_sequential", settings.true_sequential},
+      {"static_groups", settings.static_groups},
+      {"mse", settings.mse},
+      {"method", settings.method},
+      {"quantizer", nlohmann::json::array({tool_name() + ":" + tool_version()})},
+  };
+  nlohmann::json config = {
+      {"quant_method", "gptq"},
+      {"bits", settings.bits},
+      {"group_size", settings.group_size},
+      {"desc_act", settings.desc_act},
+      {"sym", settings.sym},
+      {"lm_head", false},
+      {"checkpoint_format", "gptq"},
+      {"format", "gptq"},
+      {"pack_dtype", "int32"},
+      {"damp_percent", settings.damp_percent},
+      {"static_groups", settings.static_groups},
+      {"true_sequential", settings.true_sequential},
+      {"meta", meta},
+  };
+  if (!settings.skipped_modules.empty()) {
+    nlohmann::json dynamic = nlohmann::json::object();
+    for (const auto& name : settings.skipped_modules) {
+      dynamic["-:" + regex_escape(name)] = nlohmann::json::object();
+    }
+    config["dynamic"] = dynamic;
+  }
+  return config;
+}
+
+bool is_weight_file(const std::string& file_name) {
+  auto ends_with = [&](const std::string& suffix) {
+    return file_name.size() >= suffix.size() &&
+           file_name.compare(file_name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".safetensors") || ends_with(".bin") || ends_with(".pt") ||
+         ends_with(".pth") || ends_with(".gguf") || ends_with(".index.json") ||
+         file_name == "config.json" || file_name == "quantize_config.json" ||
+         file_name == "quant_log.csv";
+}
+
+GptqCheckpointWriter::GptqCheckpointWriter(fs::path source_dir, fs::path output_dir,
+                                           uint64_t max_shard_bytes)
+    : source_dir_(std::move(source_dir)), output_dir_(std::move(output_dir)) {
+  GPTQ_CHECK(fs::is_regular_file(source_dir_ / "config.json"), "'", source_dir_.string(),
+             "' has no config.json");
+  std::error_code ec;
+  GPTQ_CHECK(!fs::exists(output_dir_, ec), "output '", output_dir_.string(),
+             "' already exists; choose a new directory or remove it");
+  fs::path absolute = fs::absolute(output_dir_).lexically_normal();
+  if (absolute.filename().empty()) absolute = absolute.parent_path();
+  GPTQ_CHECK(fs::is_directory(absolute.parent_path()), "parent directory of output '",
+             output_dir_.string(), "' does not exist");
+  temp_dir_ = absolute.parent_path() /
+              (absolute.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(temp_dir_, ec);
+  fs::create_directory(temp_dir_);
+  shards_ = std::make_unique<io::ShardedWriter>(temp_dir_, max_shard_bytes);
+}
+
+GptqCheckpointWriter::~GptqCheckpointWriter() {
+  if (committed_) return;
+  shards_.reset();  // drops the writer's own temporary files first
+  std::error_code ec;
+  fs::remove_all(temp_dir_, ec);
+}
+
+void GptqCheckpointWriter::add_linear(const std::string& prefix, const GptqTensors& tensors) {
+  shards_->add(prefix + ".qweight", tensors.qweight);
+  shards_->add(prefix + ".qzeros", tensors.qzeros);
+  shards_->add(prefix + ".scales", tensors.scales);
+  shards_->add(prefix + ".g_idx", tensors.g_idx);
+}
+
+void GptqCheckpointWriter::add(const std::string& name, const at::Tensor& tensor) {
+  shards_->add(name, tensor);
+}
+
+uint64_t GptqCheckpointWriter::commit(const GptqCheckpointSettings& settings) {
+  GPTQ_ASSERT(!committed_, "commit() called twice");
+  shards_->commit();
+
+  const nlohmann::json quantization = gptq_quantization_config(settings);
+  nlohmann::json config = read_json(source_dir_ / "config.json");
+  config["quantization_config"] = quantization;
+  write_json(temp_dir_ / "config.json", config);
+  write_json(temp_dir_ / "quantize_config.json", quantization);
+
+  for (const auto& entry : fs::directory_iterator(source_dir_)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || is_weight_file(name) || name.starts_with(".")) continue;
+    fs::copy_file(entry.path(), temp_dir_ / name, fs::copy_options::overwrite_existing);
+  }
+
+  std::error_code ec;
+  GPTQ_CHECK(!fs::exists(output_dir_, ec), "output '", output_dir_.string(),
+             "' appeared while quantizing; nothing was written");
+  fs::rename(temp_dir_, output_dir_);
+  committed_ = true;
+  return directory_bytes(output_dir_);
+}
+
+}  // namespace gptq::pack

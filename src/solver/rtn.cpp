@@ -1,0 +1,72 @@
+// Round-to-nearest on the GPTQ grid: every group's grid from the untouched
+// weight, each value rounded on its own (no error feedback).
+#include <ATen/ATen.h>
+
+#include "gptq/core/error.h"
+#include "gptq/solver/gptq.h"
+
+namespace gptq::solver {
+namespace {
+
+QuantizedWeight rtn_impl(const at::Tensor& W_in, const QuantConfig& config,
+                         const at::Tensor* H) {
+  validate(config);
+  GPTQ_CHECK(W_in.defined() && W_in.dim() == 2 && W_in.size(0) > 0 && W_in.size(1) > 0,
+             "weight must be a non-empty 2-D tensor, got shape ",
+             W_in.defined() ? W_in.sizes() : at::IntArrayRef{});
+  GPTQ_CHECK(at::isFloatingType(W_in.scalar_type()), "weight must be floating point, got ",
+             W_in.scalar_type());
+  const at::Tensor W = W_in.to(at::kFloat).contiguous();
+  GPTQ_CHECK(at::isfinite(W).all().item<bool>(), "weight has NaN or Inf entries");
+  const int64_t n_rows = W.size(0), n_cols = W.size(1);
+  const int64_t group_size = config.group_size > 0 ? config.group_size : n_cols;
+  const int64_t n_groups = (n_cols + group_size - 1) / group_size;
+  const int maxq = max_code(config);
+
+  at::Tensor scales = at::empty({n_groups, n_rows}, W.options());
+  at::Tensor zeros = at::empty({n_groups, n_rows}, W.options());
+  at::Tensor codes = at::empty({n_rows, n_cols}, W.options());
+  for (int64_t group = 0; group < n_groups; ++group) {
+    const int64_t start = group * group_size;
+    const at::Tensor columns = W.narrow(1, start, std::min(group_size, n_cols - start));
+    const QuantParams params = find_params(columns, config);
+    scales.select(0, group).copy_(params.scale);
+    zeros.select(0, group).copy_(params.zero);
+    codes.narrow(1, start, columns.size(1))
+        .copy_(quantize_codes(columns, params.scale.unsqueeze(1), params.zero.unsqueeze(1), maxq));
+  }
+  const at::Tensor g_idx =
+      at::arange(n_cols, W.options().dtype(at::kLong)).div(group_size, "floor").to(at::kInt);
+  QuantizedWeight result;
+  const at::Tensor g_long = g_idx.to(at::kLong);
+  result.dequantized = dequantize_codes(codes, scales.index_select(0, g_long).t(),
+                                        zeros.index_select(0, g_long).t());
+  const at::Tensor sq_err = (W - result.dequantized).square();
+  if (H != nullptr) {
+    GPTQ_CHECK(H->dim() == 2 && H->size(0) == n_cols && H->size(1) == n_cols,
+               "hessian must be [", n_cols, ", ", n_cols, "], got ", H->sizes());
+    result.loss = (sq_err.sum(0) * H->diagonal().to(W.device(), at::kFloat)).sum().item<double>() / 2;
+  } else {
+    result.loss = sq_err.sum().item<double>();
+  }
+  if (!std::isfinite(result.loss) || !at::isfinite(scales).all().item<bool>()) {
+    throw NumericalError("rtn produced a non-finite loss or scale (weights out of range)");
+  }
+  result.codes = codes.to(at::kByte);
+  result.scales = scales;
+  result.zeros = zeros.to(at::kInt);
+  result.g_idx = g_idx;
+  return result;
+}
+
+}  // namespace
+
+QuantizedWeight rtn_quantize(const at::Tensor& W, const QuantConfig& config) {
+  return rtn_impl(W, config, nullptr);
+}
+
+QuantizedWeight rtn_quantize(const at::Tensor& W, const QuantConfig& config, const at::Tensor& H) {
+  return rtn_impl(W, config, &H);
+}
+
+}  // namespace gptq::solver

@@ -1,0 +1,122 @@
+"""Tiny but real Hugging Face checkpoints and transformers-side references.
+
+Shared by the conformance tests (model, quantize, ...). Every model is made by
+transformers itself (``save_pretrained``, safetensors) from a fixed seed, so a
+checkpoint is reproducible and loads in any HF-compatible tool.
+
+    from hf_fixtures import make_tiny_model, hf_logits, hf_perplexity
+    path = make_tiny_model("qwen3", tmp_path / "q3", dtype="bfloat16")
+
+Variants (``VARIANTS``): each stresses one feature of the block forward.
+  llama        GQA (4 heads, 2 kv heads), untied lm_head
+  llama-tied   tie_word_embeddings=True (no lm_head.weight in the file)
+  llama3       rope_type llama3 (original context 32 so every band is hit),
+               rope_theta 500000, attention_bias and mlp_bias
+  mistral      sliding_window=16 (shorter than the test sequences), 6/2 heads
+  qwen2        q/k/v bias, tied embeddings
+  qwen3        q/k RMSNorm per head, head_dim 32 != hidden/heads
+Norm weights and biases are randomized too (HF initializes them to 1 and 0,
+which would hide a missing norm weight or bias).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+_COMMON = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=320, max_position_embeddings=256,
+               rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False)
+
+VARIANTS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "llama-tied": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", {
+        "attention_bias": True, "mlp_bias": True,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                            "original_max_position_embeddings": 32}}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {
+        "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2, "sliding_window": 16}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32}),
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def make_tiny_model(arch: str, out_dir, dtype: str = "float32", seed: int = 0, **overrides) -> Path:
+    """Writes a random tiny checkpoint of `arch` (a VARIANTS key) to `out_dir`.
+
+    `overrides` go into the config (e.g. num_hidden_layers=4). Returns out_dir.
+    """
+    import transformers
+
+    config_name, model_name, extra = VARIANTS[arch]
+    kwargs = dict(_COMMON)
+    kwargs.update(extra)
+    kwargs.update(overrides)
+    config = getattr(transformers, config_name)(**kwargs)
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 1:
+                base = 1.0 if name.endswith("norm.weight") else 0.0
+                param.copy_(base + 0.2 * torch.randn_like(param))
+    model = model.to(DTYPES[dtype]).eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def load_hf_model(model_dir, dtype: str | None = None):
+    """AutoModelForCausalLM on CPU in `dtype` (default: the checkpoint's), sdpa attention."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": "sdpa"}
+    kwargs["dtype"] = DTYPES[dtype] if dtype else "auto"
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs).eval()
+
+
+@torch.no_grad()
+def hf_logits(model_dir, ids, dtype: str | None = None, model=None) -> torch.Tensor:
+    """float32 logits [rows, T, vocab] of transformers for `ids` [rows, T]."""
+    model = model or load_hf_model(model_dir, dtype)
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    return model(input_ids=ids).logits.float()
+
+
+@torch.no_grad()
+def hf_perplexity(model_dir, ids, seqlen: int, dtype: str | None = None, max_windows: int = 0,
+                  model=None) -> dict:
+    """The GPTQ paper's perplexity: n = len(ids) // seqlen windows, each scored alone."""
+    model = model or load_hf_model(model_dir, dtype)
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+    n_windows = ids.numel() // seqlen
+    if max_windows:
+        n_windows = min(n_windows, max_windows)
+    nll_sum = 0.0
+    for window in range(n_windows):
+        batch = ids[window * seqlen:(window + 1) * seqlen].unsqueeze(0)
+        logits = model(input_ids=batch).logits.float()[0, :-1]
+        nll_sum += torch.nn.functional.cross_entropy(logits, batch[0, 1:], reduction="sum").item()
+    mean_nll = nll_sum / (n_windows * (seqlen - 1))
+    return {"ppl": float(torch.tensor(mean_nll).exp()), "mean_nll": mean_nll, "n_windows": n_windows}
+
+
+def write_ids(path, ids) -> Path:
+    """Writes ids as a JSON list (flat, or a list of rows) for --tokens / the tools."""
+    path = Path(path)
+    path.write_text(json.dumps(torch.as_tensor(ids).tolist()))
+    return path
+
+
+def random_ids(rows: int, tokens: int, vocab: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (rows, tokens), generator=generator)

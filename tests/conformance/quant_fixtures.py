@@ -1,0 +1,127 @@
+"""Helpers for the quantize conformance tests: run `gptq-quant quantize/rtn`,
+read a GPTQ v1 checkpoint back into float weights (an independent unpacker
+written from the format description), train a tiny Llama briefly, and score
+perplexity with transformers on any set of weights."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from hf_fixtures import hf_perplexity, load_hf_model
+from model_driver import run_cli, shared_data
+
+# v1 stores packed (zero - 1); GPTQModel subtracts this word from each packed
+# zero word, so we add it back before unpacking.
+_V1_ZERO_WORD = {2: 0x55555555, 4: 0x11111111, 8: 0x01010101}
+
+
+def quantize(model_dir, out_dir, *args, method="quantize", check=True):
+    proc = run_cli(method, "--model", model_dir, "--output", out_dir, "--device", "cpu", *args)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _unpack_rows(words: np.ndarray, bits: int) -> np.ndarray:
+    """int32 [rows, n_words] -> codes [rows, n_words * 32 / bits] (bit-stream order)."""
+    per_word = 32 // bits
+    words = words.astype(np.uint32)
+    shifts = (np.arange(per_word, dtype=np.uint32) * bits)
+    codes = (words[..., None] >> shifts) & ((1 << bits) - 1)
+    return codes.reshape(words.shape[0], -1).astype(np.int64)
+
+
+def dequantize_checkpoint(out_dir) -> dict:
+    """Every tensor of a GPTQ v1 checkpoint, with each quantized linear's
+    "<prefix>.weight" rebuilt as float32 (code - zero[g_idx]) * scale[g_idx]."""
+    out_dir = Path(out_dir)
+    config = json.loads((out_dir / "config.json").read_text())["quantization_config"]
+    bits = config["bits"]
+    assert bits in _V1_ZERO_WORD, "this reader handles 2/4/8 bits"
+    tensors = {}
+    for shard in sorted(out_dir.glob("*.safetensors")):
+        tensors.update(load_file(str(shard)))
+    state = {}
+    for name, tensor in tensors.items():
+        if name.endswith(".qweight"):
+            prefix = name[: -len(".qweight")]
+            qweight = tensors[name].numpy()
+            qzeros = tensors[prefix + ".qzeros"].numpy().astype(np.uint32)
+            scales = tensors[prefix + ".scales"].float().numpy()
+            g_idx = tensors[prefix + ".g_idx"].numpy().astype(np.int64)
+            codes = _unpack_rows(qweight.T.copy(), bits)  # [out, in]
+            zero_words = (qzeros.astype(np.uint64) + _V1_ZERO_WORD[bits]) % (1 << 32)
+            zeros = _unpack_rows(zero_words.astype(np.uint32).view(np.int32), bits)  # [G, out]
+            weight = (codes - zeros[g_idx].T) * scales[g_idx].T
+            state[prefix + ".weight"] = torch.from_numpy(weight.astype(np.float32))
+        elif not name.endswith((".qzeros", ".scales", ".g_idx")):
+            state[name] = tensors[name].float()
+    return state
+
+
+def perplexity(model_dir, ids, seqlen, state=None, max_windows=0) -> float:
+    """transformers' perplexity of `model_dir`'s architecture with `state` loaded."""
+    model = load_hf_model(model_dir, "float32")
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected, unexpected
+        assert all("rotary" in name for name in missing), missing
+    return hf_perplexity(model_dir, ids, seqlen=seqlen, model=model, max_windows=max_windows)["ppl"]
+
+
+def stories_text() -> str:
+    return (shared_data() / "tinystories-valid" / "tinystories_val.txt").read_text()
+
+
+def stories_tokenizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(shared_data() / "stories260k-hf" / "tokenizer.json"))
+
+
+def encode(text: str) -> list[int]:
+    return stories_tokenizer().encode(text, add_special_tokens=False).ids
+
+
+def windows(ids, n_samples, seqlen, seed=0) -> list[list[int]]:
+    """Random windows (start in [0, n - seqlen)) as a JSON-ready list of lists."""
+    generator = np.random.default_rng(seed)
+    starts = generator.integers(0, len(ids) - seqlen, size=n_samples)
+    return [list(map(int, ids[start:start + seqlen])) for start in starts]
+
+
+def train_tiny_llama(out_dir, ids, steps=300, seed=0, hidden=64, intermediate=128, layers=2) -> Path:
+    """A small Llama with the stories260K tokenizer trained briefly on `ids`
+    (about half a minute on 2 CPU cores); saved with its tokenizer files."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=512, hidden_size=hidden, intermediate_size=intermediate,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                         bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    data = torch.tensor(ids, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    seqlen, batch = 128, 16
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, data.numel() - seqlen - 1, (batch,), generator=generator)
+        x = torch.stack([data[s:s + seqlen] for s in starts.tolist()])
+        loss = model(input_ids=x, labels=x).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    source = shared_data() / "stories260k-hf"
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
+        shutil.copy(source / name, out_dir / name)
+    return out_dir

@@ -1,0 +1,162 @@
+#include "gptq/model/config.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "gptq/core/error.h"
+
+namespace gptq::model {
+namespace {
+
+nlohmann::json llama_json() {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"hidden_size", 64},
+          {"intermediate_size", 160},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"num_key_value_heads", 2},
+          {"vocab_size", 320},
+          {"rms_norm_eps", 1e-5},
+          {"torch_dtype", "bfloat16"}};
+}
+
+ModelConfig parse(const nlohmann::json& json) { return parse_model_config(json.dump(), "/m/config.json"); }
+
+template <typename ErrorType>
+std::string error_of(const nlohmann::json& json) {
+  try {
+    parse(json);
+  } catch (const ErrorType& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no error for " << json.dump();
+  return "";
+}
+
+TEST(ModelConfig, LlamaDefaultsAndDerivedKeys) {
+  ModelConfig config = parse(llama_json());
+  EXPECT_EQ(config.architecture, "LlamaForCausalLM");
+  EXPECT_EQ(config.head_dim, 16);
+  EXPECT_EQ(config.n_kv_heads, 2);
+  EXPECT_EQ(config.torch_dtype, c10::kBFloat16);
+  EXPECT_FALSE(config.qkv_bias);
+  EXPECT_FALSE(config.tie_word_embeddings);
+  EXPECT_EQ(config.rope.type, RopeType::kDefault);
+  EXPECT_DOUBLE_EQ(config.rope.theta, 10000.0);
+  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({0, 0}));
+  EXPECT_EQ(config.layer_prefix(1), "model.layers.1.");
+  EXPECT_EQ(config.arch.sequential_groups.size(), 4u);
+  EXPECT_EQ(config.arch.sequential_groups[0],
+            std::vector<std::string>({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}));
+}
+
+TEST(ModelConfig, MissingKeyNamesKeyAndFile) {
+  auto json = llama_json();
+  json.erase("hidden_size");
+  std::string message = error_of<InputError>(json);
+  EXPECT_NE(message.find("'hidden_size'"), std::string::npos) << message;
+  EXPECT_NE(message.find("/m/config.json"), std::string::npos) << message;
+}
+
+TEST(ModelConfig, MistypedKeyIsInputError) {
+  auto json = llama_json();
+  json["num_hidden_layers"] = "two";
+  EXPECT_NE(error_of<InputError>(json).find("'num_hidden_layers' must be an integer"), std::string::npos);
+  json = llama_json();
+  json["num_key_value_heads"] = 3;
+  EXPECT_NE(error_of<InputError>(json).find("multiple of num_key_value_heads"), std::string::npos);
+}
+
+TEST(ModelConfig, UnsupportedArchitectureListsSupported) {
+  auto json = llama_json();
+  json["architectures"] = {"GPT2LMHeadModel"};
+  std::string message = error_of<UnsupportedError>(json);
+  EXPECT_NE(message.find("'GPT2LMHeadModel'"), std::string::npos) << message;
+  EXPECT_NE(message.find("Qwen3ForCausalLM"), std::string::npos) << message;
+  EXPECT_NE(message.find("/m/config.json"), std::string::npos) << message;
+}
+
+TEST(ModelConfig, UnsupportedActivationAndRope) {
+  auto json = llama_json();
+  json["hidden_act"] = "gelu";
+  EXPECT_NE(error_of<UnsupportedError>(json).find("hidden_act 'gelu'"), std::string::npos);
+  json = llama_json();
+  json["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  EXPECT_NE(error_of<UnsupportedError>(json).find("'yarn'"), std::string::npos);
+}
+
+TEST(ModelConfig, Llama3RopeFromTransformers4AndTransformers5Keys) {
+  nlohmann::json params = {{"factor", 8.0},
+                           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 8192}};
+  auto v4 = llama_json();
+  v4["rope_theta"] = 500000.0;
+  v4["rope_scaling"] = params;
+  v4["rope_scaling"]["rope_type"] = "llama3";
+  auto v5 = llama_json();
+  v5["rope_parameters"] = params;
+  v5["rope_parameters"]["rope_type"] = "llama3";
+  v5["rope_parameters"]["rope_theta"] = 500000.0;
+  for (const auto& json : {v4, v5}) {
+    ModelConfig config = parse(json);
+    EXPECT_EQ(config.rope.type, RopeType::kLlama3);
+    EXPECT_DOUBLE_EQ(config.rope.theta, 500000.0);
+    EXPECT_DOUBLE_EQ(config.rope.factor, 8.0);
+    EXPECT_EQ(config.rope.original_max_position_embeddings, 8192);
+  }
+  v5["rope_parameters"].erase("low_freq_factor");
+  EXPECT_NE(error_of<InputError>(v5).find("'low_freq_factor'"), std::string::npos);
+}
+
+TEST(ModelConfig, FamiliesResolveBiasNormAndWindowsFromTheTable) {
+  auto qwen2 = llama_json();
+  qwen2["architectures"] = {"Qwen2ForCausalLM"};
+  qwen2["use_sliding_window"] = true;
+  qwen2["sliding_window"] = 32;
+  qwen2["max_window_layers"] = 1;
+  ModelConfig config = parse(qwen2);
+  EXPECT_TRUE(config.qkv_bias);
+  EXPECT_FALSE(config.o_bias);
+  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({0, 32}));
+
+  auto qwen3 = llama_json();
+  qwen3["architectures"] = {"Qwen3ForCausalLM"};
+  qwen3["head_dim"] = 32;
+  qwen3["sliding_window"] = 32;  // ignored: use_sliding_window is false
+  config = parse(qwen3);
+  EXPECT_TRUE(config.arch.qk_norm);
+  EXPECT_EQ(config.head_dim, 32);
+  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({0, 0}));
+
+  auto mistral = llama_json();
+  mistral["architectures"] = {"MistralForCausalLM"};
+  mistral["sliding_window"] = 16;
+  mistral["attention_bias"] = true;  // Mistral has no biases whatever the key says
+  config = parse(mistral);
+  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({16, 16}));
+  EXPECT_FALSE(config.qkv_bias);
+
+  auto llama = llama_json();
+  llama["attention_bias"] = true;
+  llama["mlp_bias"] = true;
+  llama["tie_word_embeddings"] = true;
+  llama["dtype"] = "float16";
+  config = parse(llama);
+  EXPECT_TRUE(config.qkv_bias && config.o_bias && config.mlp_bias && config.tie_word_embeddings);
+  EXPECT_EQ(config.torch_dtype, c10::kHalf);
+}
+
+TEST(ModelConfig, BadJsonAndMissingFile) {
+  EXPECT_THROW(parse_model_config("{not json", "x.json"), InputError);
+  try {
+    load_model_config("/nonexistent/model");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/model/config.json"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace gptq::model

@@ -1,0 +1,267 @@
+#include "gptq/model/forward.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "gptq/core/error.h"
+
+namespace gptq::model {
+namespace {
+
+// fp32 results of the same formula computed two ways agree to this.
+constexpr double kFp32Tol = 1e-5;
+
+ModelConfig tiny_config(const std::string& arch = "LlamaForCausalLM", int64_t sliding_window = 0) {
+  nlohmann::json json = {{"architectures", {arch}},  {"hidden_size", 32},       {"intermediate_size", 48},
+                         {"num_hidden_layers", 1},   {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                         {"vocab_size", 50},         {"rms_norm_eps", 1e-5},     {"head_dim", 8}};
+  if (sliding_window > 0) json["sliding_window"] = sliding_window;
+  return parse_model_config(json.dump(), "test");
+}
+
+BlockWeights random_block(const ModelConfig& config, uint64_t seed = 0) {
+  at::manual_seed(seed);
+  const int64_t q_out = config.n_heads * config.head_dim, kv_out = config.n_kv_heads * config.head_dim;
+  auto w = [](int64_t out, int64_t in) { return at::randn({out, in}) / std::sqrt(static_cast<double>(in)); };
+  BlockWeights block;
+  block.layer = 0;
+  block.tensors["input_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
+  block.tensors["post_attention_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
+  block.tensors["self_attn.q_proj.weight"] = w(q_out, config.hidden_size);
+  block.tensors["self_attn.k_proj.weight"] = w(kv_out, config.hidden_size);
+  block.tensors["self_attn.v_proj.weight"] = w(kv_out, config.hidden_size);
+  block.tensors["self_attn.o_proj.weight"] = w(config.hidden_size, q_out);
+  block.tensors["mlp.gate_proj.weight"] = w(config.intermediate_size, config.hidden_size);
+  block.tensors["mlp.up_proj.weight"] = w(config.intermediate_size, config.hidden_size);
+  block.tensors["mlp.down_proj.weight"] = w(config.hidden_size, config.intermediate_size);
+  if (config.arch.qk_norm) {
+    block.tensors["self_attn.q_norm.weight"] = 1 + 0.1 * at::randn({config.head_dim});
+    block.tensors["self_attn.k_norm.weight"] = 1 + 0.1 * at::randn({config.head_dim});
+  }
+  return block;
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+TEST(RmsNorm, MatchesFormulaAndKeepsDtype) {
+  at::Tensor x = at::randn({3, 5, 16}, at::kDouble);
+  at::Tensor weight = at::randn({16}, at::kDouble);
+  at::Tensor expected = weight * x / (x.pow(2).mean(-1, true) + 1e-6).sqrt();
+  at::Tensor got = rms_norm(x.to(at::kFloat), weight.to(at::kFloat), 1e-6);
+  EXPECT_EQ(got.scalar_type(), at::kFloat);
+  EXPECT_LT(max_diff(got, expected), kFp32Tol);
+  EXPECT_EQ(rms_norm(x.to(at::kBFloat16), weight.to(at::kBFloat16), 1e-6).scalar_type(), at::kBFloat16);
+}
+
+TEST(Rope, DefaultInverseFrequencies) {
+  RopeConfig rope;
+  rope.theta = 10000.0;
+  at::Tensor inv_freq = rope_inv_freq(rope, 8);
+  ASSERT_EQ(inv_freq.size(0), 4);
+  for (int idx = 0; idx < 4; ++idx) {
+    EXPECT_NEAR(inv_freq[idx].item<double>(), std::pow(10000.0, -2.0 * idx / 8), 1e-6);
+  }
+}
+
+TEST(Rope, Llama3ScalingBands) {
+  RopeConfig rope;
+  rope.type = RopeType::kLlama3;
+  rope.theta = 500000.0;
+  rope.factor = 8.0;
+  rope.low_freq_factor = 1.0;
+  rope.high_freq_factor = 4.0;
+  rope.original_max_position_embeddings = 8192;
+  const int64_t head_dim = 128;
+  at::Tensor got = rope_inv_freq(rope, head_dim);
+  for (int idx = 0; idx < head_dim / 2; ++idx) {
+    double freq = std::pow(500000.0, -2.0 * idx / head_dim);
+    double wavelen = 2 * M_PI / freq;
+    double expected = freq;
+    if (wavelen > 8192.0) {
+      expected = freq / 8.0;
+    } else if (wavelen >= 8192.0 / 4.0) {
+      double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      expected = (1 - smooth) * freq / 8.0 + smooth * freq;
+    }
+    EXPECT_NEAR(got[idx].item<double>() / expected, 1.0, 1e-5) << "frequency " << idx;
+  }
+}
+
+TEST(Rope, RotatesPairsHalfApart) {
+  ModelConfig config = tiny_config();
+  RotaryCache cache(config, 10, at::kFloat, at::kCPU);
+  at::Tensor x = at::randn({1, 1, 10, 8});
+  at::Tensor got = apply_rotary(x, cache.cos(), cache.sin());
+  at::Tensor inv_freq = rope_inv_freq(config.rope, 8);
+  for (int pos = 0; pos < 10; ++pos) {
+    for (int idx = 0; idx < 4; ++idx) {
+      double angle = pos * inv_freq[idx].item<double>();
+      double a = x[0][0][pos][idx].item<double>(), b = x[0][0][pos][idx + 4].item<double>();
+      EXPECT_NEAR(got[0][0][pos][idx].item<double>(), a * std::cos(angle) - b * std::sin(angle), 1e-5);
+      EXPECT_NEAR(got[0][0][pos][idx + 4].item<double>(), b * std::cos(angle) + a * std::sin(angle), 1e-5);
+    }
+  }
+}
+
+// Attention written out: softmax(q k^T * scale + causal mask) v, with kv heads repeated.
+at::Tensor naive_block(const ModelConfig& config, const BlockWeights& weights, const at::Tensor& x,
+                       int64_t window) {
+  auto W = [&](const std::string& name) { return weights.at(name).to(at::kDouble); };
+  auto norm = [&](const at::Tensor& h, const at::Tensor& w) {
+    return w * h / (h.pow(2).mean(-1, true) + config.rms_norm_eps).sqrt();
+  };
+  at::Tensor h = x.to(at::kDouble);
+  const int64_t B = h.size(0), T = h.size(1), D = config.head_dim;
+  at::Tensor n1 = norm(h, W("input_layernorm.weight"));
+  at::Tensor q = at::matmul(n1, W("self_attn.q_proj.weight").t()).view({B, T, config.n_heads, D}).transpose(1, 2);
+  at::Tensor k = at::matmul(n1, W("self_attn.k_proj.weight").t()).view({B, T, config.n_kv_heads, D}).transpose(1, 2);
+  at::Tensor v = at::matmul(n1, W("self_attn.v_proj.weight").t()).view({B, T, config.n_kv_heads, D}).transpose(1, 2);
+  RotaryCache rope(config, T, at::kDouble, at::kCPU);
+  q = apply_rotary(q, rope.cos(), rope.sin());
+  k = apply_rotary(k, rope.cos(), rope.sin());
+  const int64_t rep = config.n_heads / config.n_kv_heads;
+  k = k.repeat_interleave(rep, 1);
+  v = v.repeat_interleave(rep, 1);
+  at::Tensor scores = at::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(D));
+  at::Tensor pos = at::arange(T);
+  at::Tensor offset = pos.unsqueeze(1) - pos.unsqueeze(0);
+  at::Tensor visible = offset.ge(0);
+  if (window > 0) visible = visible.logical_and(offset.lt(window));
+  scores = scores.masked_fill(visible.logical_not(), -INFINITY);
+  at::Tensor attn = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, -1});
+  h = h + at::matmul(attn, W("self_attn.o_proj.weight").t());
+  at::Tensor n2 = norm(h, W("post_attention_layernorm.weight"));
+  at::Tensor act = at::silu(at::matmul(n2, W("mlp.gate_proj.weight").t())) * at::matmul(n2, W("mlp.up_proj.weight").t());
+  return h + at::matmul(act, W("mlp.down_proj.weight").t());
+}
+
+TEST(BlockForward, MatchesNaiveAttentionWithGqa) {
+  ModelConfig config = tiny_config();
+  BlockWeights weights = random_block(config);
+  at::Tensor x = at::randn({3, 12, 32});
+  RotaryCache rope(config, 12, at::kFloat, at::kCPU);
+  at::Tensor got = block_forward(config, weights, x, rope);
+  EXPECT_LT(max_diff(got, naive_block(config, weights, x, 0)), 1e-4);
+  // Chunking the batch changes nothing.
+  BlockOptions one_row;
+  one_row.batch_chunk = 1;
+  EXPECT_LT(max_diff(block_forward(config, weights, x, rope, nullptr, one_row), got), 1e-6);
+}
+
+TEST(BlockForward, SlidingWindowMasksOldKeys) {
+  ModelConfig config = tiny_config("MistralForCausalLM", 4);
+  ASSERT_EQ(config.sliding_window[0], 4);
+  BlockWeights weights = random_block(config);
+  at::Tensor x = at::randn({2, 12, 32});
+  RotaryCache rope(config, 12, at::kFloat, at::kCPU);
+  at::Tensor got = block_forward(config, weights, x, rope);
+  EXPECT_LT(max_diff(got, naive_block(config, weights, x, 4)), 1e-4);
+  EXPECT_GT(max_diff(got, naive_block(config, weights, x, 0)), 1e-3);
+}
+
+TEST(BlockForward, IsCausal) {
+  ModelConfig config = tiny_config();
+  BlockWeights weights = random_block(config);
+  at::Tensor x = at::randn({1, 10, 32});
+  RotaryCache rope(config, 10, at::kFloat, at::kCPU);
+  at::Tensor a = block_forward(config, weights, x, rope);
+  at::Tensor changed = x.clone();
+  changed[0][7] += 1.0;
+  at::Tensor b = block_forward(config, weights, changed, rope);
+  EXPECT_LT(max_diff(a.narrow(1, 0, 7), b.narrow(1, 0, 7)), 1e-6);
+  EXPECT_GT(max_diff(a.narrow(1, 7, 3), b.narrow(1, 7, 3)), 1e-3);
+}
+
+class RecordingObserver : public GroupObserver {
+ public:
+  void before_group(int group_index, const std::vector<std::string>& linear_names,
+                    const at::Tensor& input, BlockWeights& weights) override {
+    indices.push_back(group_index);
+    names.push_back(linear_names);
+    shapes.push_back(input.sizes().vec());
+    inputs.push_back(input.clone());
+    if (group_index == zero_group) {
+      for (const auto& name : linear_names) weights.tensors[name + ".weight"].zero_();
+    }
+  }
+  int zero_group = -1;
+  std::vector<int> indices;
+  std::vector<std::vector<std::string>> names;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<at::Tensor> inputs;
+};
+
+TEST(BlockForward, ObserverSeesEachGroupInOrderWithItsInput) {
+  for (const std::string arch : {"LlamaForCausalLM", "Qwen3ForCausalLM"}) {
+    ModelConfig config = tiny_config(arch);
+    BlockWeights weights = random_block(config);
+    at::Tensor x = at::randn({3, 6, 32});
+    RotaryCache rope(config, 6, at::kFloat, at::kCPU);
+    RecordingObserver observer;
+    BlockOptions chunked;
+    chunked.batch_chunk = 2;  // attention in chunks; the observer still sees all rows
+    at::Tensor with_observer = block_forward(config, weights, x, rope, &observer, chunked);
+    EXPECT_LT(max_diff(with_observer, block_forward(config, weights, x, rope)), 1e-6);
+    ASSERT_EQ(observer.indices, std::vector<int>({0, 1, 2, 3}));
+    EXPECT_EQ(observer.names, config.arch.sequential_groups);
+    EXPECT_EQ(observer.shapes[0], std::vector<int64_t>({3, 6, 32}));
+    EXPECT_EQ(observer.shapes[1], std::vector<int64_t>({3, 6, 32}));  // n_heads * head_dim
+    EXPECT_EQ(observer.shapes[2], std::vector<int64_t>({3, 6, 32}));
+    EXPECT_EQ(observer.shapes[3], std::vector<int64_t>({3, 6, 48}));
+    EXPECT_LT(max_diff(observer.inputs[0],
+                       rms_norm(x, weights.at("input_layernorm.weight"), config.rms_norm_eps)), 1e-7);
+  }
+}
+
+TEST(BlockForward, ObserverSwappedWeightsAreUsedDownstream) {
+  ModelConfig config = tiny_config();
+  at::Tensor x = at::randn({2, 6, 32});
+  RotaryCache rope(config, 6, at::kFloat, at::kCPU);
+
+  // Zeroing o_proj in the hook: the block becomes x + mlp(norm2(x)).
+  BlockWeights weights = random_block(config, 7);
+  BlockWeights expected_weights = random_block(config, 7);
+  expected_weights.tensors["self_attn.o_proj.weight"].zero_();
+  RecordingObserver observer;
+  observer.zero_group = 1;
+  at::Tensor got = block_forward(config, weights, x, rope, &observer);
+  EXPECT_LT(max_diff(got, block_forward(config, expected_weights, x, rope)), 1e-6);
+  // The MLP group then sees norm2 of the unchanged residual stream x.
+  EXPECT_LT(max_diff(observer.inputs[2],
+                     rms_norm(x, weights.at("post_attention_layernorm.weight"), config.rms_norm_eps)),
+            1e-6);
+  EXPECT_TRUE(weights.at("self_attn.o_proj.weight").eq(0).all().item<bool>());
+
+  // Zeroing down_proj: the MLP contributes nothing.
+  BlockWeights down = random_block(config, 7);
+  RecordingObserver zero_down;
+  zero_down.zero_group = 3;
+  at::Tensor without_mlp = block_forward(config, down, x, rope, &zero_down);
+  BlockWeights reference = random_block(config, 7);
+  at::Tensor full = block_forward(config, reference, x, rope);
+  EXPECT_GT(max_diff(without_mlp, full), 1e-3);
+}
+
+class ReshapingObserver : public GroupObserver {
+ public:
+  void before_group(int, const std::vector<std::string>& names, const at::Tensor&,
+                    BlockWeights& weights) override {
+    weights.tensors[names[0] + ".weight"] = at::zeros({1, 1});
+  }
+};
+
+TEST(BlockForward, ObserverMustKeepShapes) {
+  ModelConfig config = tiny_config();
+  BlockWeights weights = random_block(config);
+  RotaryCache rope(config, 4, at::kFloat, at::kCPU);
+  ReshapingObserver observer;
+  EXPECT_THROW(block_forward(config, weights, at::randn({1, 4, 32}), rope, &observer), InputError);
+}
+
+}  // namespace
+}  // namespace gptq::model
