@@ -7,6 +7,24 @@
 #include "gptq/core/error.h"
 
 namespace gptq::io {
+namespace {
+
+// nlohmann's parse error quotes the whole token it was reading ("last read:
+// '...'"), which for a long string or a run of whitespace is as long as the
+// input; the position and the reason come first, so cut after them.
+constexpr size_t kMaxParseMessageChars = 256;
+
+std::string short_parse_message(std::string message) {
+  if (auto eol = message.find('\n'); eol != std::string::npos) message.resize(eol);
+  if (message.size() <= kMaxParseMessageChars) return message;
+  size_t cut = kMaxParseMessageChars;
+  // Back off UTF-8 continuation bytes so no character is split.
+  while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xc0) == 0x80) --cut;
+  message.resize(cut);
+  return message + "...";
+}
+
+}  // namespace
 
 std::string quote_for_error(std::string_view text, size_t max_chars) {
   std::string out = "'";
@@ -68,9 +86,7 @@ nlohmann::json parse_json_strict(std::string_view text, const std::string& what,
     try {
       nlohmann::json ignored = nlohmann::json::parse(text.begin(), text.end());
     } catch (const nlohmann::json::exception& e) {
-      std::string message = e.what();
-      if (auto eol = message.find('\n'); eol != std::string::npos) message.resize(eol);
-      throw InputError(what + ": invalid JSON: " + message);
+      throw InputError(what + ": invalid JSON: " + short_parse_message(e.what()));
     }
     throw InputError(what + ": invalid JSON");
   }

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -26,6 +28,11 @@ struct FdGuard {
     if (fd >= 0) ::close(fd);
   }
 };
+
+size_t page_size() {
+  static const size_t size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
 
 }  // namespace
 
@@ -95,11 +102,34 @@ at::Tensor SafetensorsFile::load(const std::string& name, std::optional<c10::Sca
     }
   }
   const c10::ScalarType target = dtype.value_or(info.dtype);
-  // Convert on the destination device: the host copy stays at the stored size.
-  at::Tensor moved = device.is_cpu() ? stored.clone()
-                                     : stored.to(device, info.dtype, /*non_blocking=*/false,
-                                                 /*copy=*/true);
-  return target == info.dtype ? moved : moved.to(target);
+  // On the CPU convert straight out of the mapping (one copy, not a clone and
+  // a conversion); on a device convert there, so the bytes that cross the bus
+  // stay at the stored size. copy=true either way: nothing returned aliases
+  // the mapping, so its pages can be released as soon as the copy is done.
+  const c10::ScalarType copied_dtype = device.is_cpu() ? target : info.dtype;
+  at::Tensor copied = stored.to(device, copied_dtype, /*non_blocking=*/false, /*copy=*/true);
+  release_pages(info);
+  return copied_dtype == target ? copied : copied.to(target);
+}
+
+void SafetensorsFile::release_pages(const TensorInfo& info) const {
+  if (info.nbytes() == 0) return;
+  // Rounded outward, so the pages shared with neighbouring tensors (and the
+  // header) go too: the mapping is PROT_READ, so no page of it was ever copied
+  // on write and DONTNEED only unmaps page-cache pages; the next read (a
+  // neighbour's load, a live view(), another thread) faults the same file bytes
+  // back in. Rounding inward would keep up to two pages per tensor resident.
+  const uintptr_t page = page_size();
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data(info));
+  const uintptr_t aligned_begin = begin & ~(page - 1);
+  const uintptr_t aligned_end = (begin + info.nbytes() + page - 1) & ~(page - 1);
+  if (::madvise(reinterpret_cast<void*>(aligned_begin), aligned_end - aligned_begin,
+                MADV_DONTNEED) != 0 &&
+      !release_failed_.exchange(true)) {
+    // Only memory is at stake, so warn once per file and go on.
+    spdlog::warn("{}: madvise(MADV_DONTNEED) failed ({}); loaded tensors' file pages stay resident",
+                 path_.string(), std::strerror(errno));
+  }
 }
 
 }  // namespace gptq::io

@@ -77,7 +77,7 @@ SolverBenchmarkResult run_solver_benchmark(const SolverBenchmarkOptions& options
 
     const at::Tensor damped =
         H + config.damp_percent * H.diagonal().mean() * at::eye(options.cols, H.options());
-    factor_s.push_back(seconds([&] { return upper_cholesky_of_inverse(damped); }));
+    factor_s.push_back(seconds([&] { return reversed_cholesky(damped); }));
     at::Tensor L, H_inverse;
     cholesky_s.push_back(seconds([&] { return L = at::linalg_cholesky(damped); }));
     inverse_s.push_back(seconds([&] { return H_inverse = at::cholesky_inverse(L); }));

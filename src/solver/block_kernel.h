@@ -21,7 +21,6 @@ struct BlockProblem {
   const int32_t* column_group = nullptr;  // [count] group of each block column
   int maxq = 15;
   uint8_t* codes = nullptr;            // [n_rows, w_stride]; block at col_start
-  float* err = nullptr;                // [n_rows, count] (w - q) / Hinv[c, c]
   float* row_loss = nullptr;           // [n_rows] += (w - q)^2 / Hinv[c, c]^2
 };
 

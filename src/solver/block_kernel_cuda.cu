@@ -5,7 +5,7 @@
 //
 // One thread per row, one warp of rows per thread block. The block's Hinv
 // (count x count, 64 KiB at count 128) sits in shared memory and is read by
-// every row; each warp stages its rows' block columns, errors and codes in
+// every row; each warp stages its rows' block columns and codes in
 // shared tiles laid out [column][row] (row stride padded to dodge bank
 // conflicts) so the global loads and stores are row-contiguous and coalesced.
 #include <c10/cuda/CUDAStream.h>
@@ -25,7 +25,7 @@ constexpr int kTileStride = kRowsPerBlock + 1;
 struct SharedLayout {
   int64_t hinv_floats, tile_floats;
   size_t bytes() const {
-    return (hinv_floats + 2 * tile_floats) * sizeof(float) + tile_floats * sizeof(uint8_t);
+    return (hinv_floats + tile_floats) * sizeof(float) + tile_floats * sizeof(uint8_t);
   }
 };
 
@@ -39,8 +39,7 @@ __global__ void gptq_block_kernel(BlockProblem p) {
   const SharedLayout layout = shared_layout(count);
   float* hinv = shared;
   float* w_tile = hinv + layout.hinv_floats;
-  float* err_tile = w_tile + layout.tile_floats;
-  uint8_t* code_tile = reinterpret_cast<uint8_t*>(err_tile + layout.tile_floats);
+  uint8_t* code_tile = reinterpret_cast<uint8_t*>(w_tile + layout.tile_floats);
 
   const int64_t row_base = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
   const int rows_here = static_cast<int>(p.n_rows - row_base < kRowsPerBlock ? p.n_rows - row_base : kRowsPerBlock);
@@ -58,7 +57,6 @@ __global__ void gptq_block_kernel(BlockProblem p) {
       const int local_row = k / count, col = k % count;
       const int64_t row = row_base + local_row;
       p.W[row * p.w_stride + p.col_start + col] = w_tile[col * kTileStride + local_row];
-      p.err[row * count + col] = err_tile[col * kTileStride + local_row];
       p.codes[row * p.w_stride + p.col_start + col] = code_tile[col * kTileStride + local_row];
     }
   };
@@ -79,7 +77,6 @@ __global__ void gptq_block_kernel(BlockProblem p) {
       const float diff = x - deq;
       loss += diff * diff / (d * d);
       const float scaled_err = diff / d;
-      err_tile[col * kTileStride + local_row] = scaled_err;
       code_tile[col * kTileStride + local_row] = static_cast<uint8_t>(q);
       *x_ptr = deq;
       const float* hinv_row = hinv + col * count;

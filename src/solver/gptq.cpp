@@ -105,7 +105,7 @@ at::Tensor permute_symmetric(const at::Tensor& H, const at::Tensor& perm) {
 }
 
 struct Factor {
-  at::Tensor U;       // upper Cholesky factor of the damped H^-1, in solve order
+  at::Tensor R;       // upper, R R^T = the damped H in solve order (U = R^-1)
   double damp = 0;
 };
 
@@ -118,11 +118,8 @@ Factor factor_with_retries(at::Tensor H_reversed, const GptqConfig& config) {
   for (int attempt = 0; attempt <= config.max_damp_retries; ++attempt) {
     const double damp = config.damp_percent + attempt * config.damp_increment;
     diagonal.copy_(undamped + damp * mean_diag);
-    auto [L, info] = at::linalg_cholesky_ex(H_reversed, /*upper=*/false, /*check_errors=*/false);
-    if (info.item<int64_t>() != 0) continue;
-    at::Tensor U = lower_triangular_inverse(L).flip({0, 1});
-    if (!at::isfinite(U.diagonal()).all().item<bool>()) continue;
-    return {U, damp};
+    at::Tensor R = reversed_cholesky_of_flipped(H_reversed);
+    if (R.defined()) return {R, damp};
   }
   throw NumericalError(::gptq::detail::concat(
       "cholesky of the damped hessian failed after ", config.max_damp_retries,
@@ -142,8 +139,7 @@ void set_group_params(const at::Tensor& columns, const QuantConfig& quant, int64
 // fused loop; W's block columns end as the dequantized values.
 void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at::Tensor& scales,
                           const at::Tensor& zeros, const std::vector<int32_t>& column_group,
-                          int maxq, int64_t col_start, at::Tensor& codes, at::Tensor& err,
-                          at::Tensor& row_loss) {
+                          int maxq, int64_t col_start, at::Tensor& codes, at::Tensor& row_loss) {
   const int64_t count = hinv_block.size(0);
   at::Tensor W1 = W.narrow(1, col_start, count);
   for (int64_t col_idx = 0; col_idx < count; ++col_idx) {
@@ -156,7 +152,6 @@ void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at:
     const at::Tensor diff = w - deq;
     row_loss.add_(diff * diff / (d * d));
     const at::Tensor scaled_err = diff / d;
-    err.select(1, col_idx).copy_(scaled_err);
     codes.select(1, col_start + col_idx).copy_(q);
     if (col_idx + 1 < count) {
       W1.narrow(1, col_idx + 1, count - col_idx - 1)
@@ -170,11 +165,11 @@ void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at:
 void run_block(BlockLoop loop, at::Tensor& W, const at::Tensor& hinv_block,
                const at::Tensor& scales, const at::Tensor& zeros,
                const std::vector<int32_t>& column_group, int maxq, int64_t col_start,
-               at::Tensor& codes, at::Tensor& err, at::Tensor& row_loss) {
+               at::Tensor& codes, at::Tensor& row_loss) {
   if (loop == BlockLoop::kTensorOps) {
     at::Tensor codes_float = codes.to(at::kFloat);
     run_block_tensor_ops(W, hinv_block, scales, zeros, column_group, maxq, col_start, codes_float,
-                         err, row_loss);
+                         row_loss);
     codes.copy_(codes_float);
     return;
   }
@@ -189,7 +184,6 @@ void run_block(BlockLoop loop, at::Tensor& W, const at::Tensor& hinv_block,
   problem.zeros = zeros.data_ptr<float>();
   problem.maxq = maxq;
   problem.codes = codes.data_ptr<uint8_t>();
-  problem.err = err.data_ptr<float>();
   problem.row_loss = row_loss.data_ptr<float>();
   if (W.is_cpu()) {
     problem.column_group = column_group.data();
@@ -258,7 +252,7 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   at::Tensor H_reversed = permute_symmetric(H, perm.flip(0));
   H_reversed.diagonal().masked_fill_(dead.index_select(0, perm.flip(0)), 1.0);
   const Factor factor = factor_with_retries(std::move(H_reversed), config);
-  const at::Tensor& Hinv = factor.U;
+  const at::Tensor& R = factor.R;
 
   // Group of each solve-order column: with static groups a column keeps the
   // group of its original index; otherwise groups follow solve order.
@@ -268,32 +262,52 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
     column_group[col] = quant.group_size == -1 ? 0 : static_cast<int32_t>(source / group_size);
   }
 
+  // Left-looking blocks: block [s, e) first receives every earlier block's
+  // error at once, W[:, s:e] += (W0 - Q)[:, :s] R[:s, s:e] U[s:e, s:e], which
+  // equals the reference's lazy updates W[:, s:e] -= Err[:, :s] Hinv[:s, s:e]
+  // (factorization.h) without forming Hinv: U is only needed on the block.
+  // A dynamic group that starts in the block and ends past it takes its grid
+  // from the updated columns up to its end (the reference's W at that
+  // moment), so the update then spans to the group's end.
   at::Tensor codes = at::empty({n_rows, n_cols}, float_options.dtype(at::kByte));
   at::Tensor row_loss = at::zeros({n_rows}, float_options);
+  at::Tensor delta = at::empty({n_rows, n_cols}, float_options);  // W0 - Q, solved columns
   const bool dynamic_groups = quant.group_size > 0 && !config.static_groups;
   for (int64_t block_start = 0; block_start < n_cols; block_start += config.block_size) {
     const int64_t block_end = std::min(block_start + config.block_size, n_cols);
     const int64_t count = block_end - block_start;
+    const int64_t first_group = (block_start + group_size - 1) / group_size * group_size;
+    int64_t span_end = block_end;
     if (dynamic_groups) {
-      const int64_t first = (block_start + group_size - 1) / group_size * group_size;
-      for (int64_t start = first; start < block_end; start += group_size) {
-        set_group_params(W.narrow(1, start, std::min(group_size, n_cols - start)), quant,
-                         start / group_size, scales, zeros);
+      for (int64_t start = first_group; start < block_end; start += group_size) {
+        span_end = std::max(span_end, std::min(start + group_size, n_cols));
       }
     }
-    const at::Tensor hinv_block =
-        Hinv.narrow(0, block_start, count).narrow(1, block_start, count).contiguous();
+    const int64_t span = span_end - block_start;
+    const at::Tensor U_span =
+        upper_triangular_inverse(R.narrow(0, block_start, span).narrow(1, block_start, span));
+    at::Tensor W_block = W.narrow(1, block_start, count);
+    delta.narrow(1, block_start, count).copy_(W_block);
+    at::Tensor current = W.narrow(1, block_start, span);
+    if (block_start > 0) {
+      const at::Tensor earlier_error =
+          delta.narrow(1, 0, block_start).mm(R.narrow(0, 0, block_start).narrow(1, block_start, span));
+      current = current.addmm(earlier_error, U_span);
+      W_block.copy_(current.narrow(1, 0, count));
+    }
+    if (dynamic_groups) {
+      for (int64_t start = first_group; start < block_end; start += group_size) {
+        set_group_params(current.narrow(1, start - block_start, std::min(group_size, n_cols - start)),
+                         quant, start / group_size, scales, zeros);
+      }
+    }
+    const at::Tensor hinv_block = U_span.narrow(0, 0, count).narrow(1, 0, count).contiguous();
     const std::vector<int32_t> block_groups(column_group.begin() + block_start,
                                             column_group.begin() + block_end);
-    at::Tensor err = at::empty({n_rows, count}, float_options);
-    run_block(loop, W, hinv_block, scales, zeros, block_groups, maxq, block_start, codes, err,
-              row_loss);
-    if (block_end < n_cols) {
-      W.narrow(1, block_end, n_cols - block_end)
-          .addmm_(err, Hinv.narrow(0, block_start, count).narrow(1, block_end, n_cols - block_end),
-                  1.0, -1.0);
-    }
+    run_block(loop, W, hinv_block, scales, zeros, block_groups, maxq, block_start, codes, row_loss);
+    delta.narrow(1, block_start, count).sub_(W_block);
   }
+  delta = at::Tensor();
 
   QuantizedWeight result;
   result.loss = row_loss.sum().item<double>() / 2;

@@ -61,6 +61,26 @@ TEST_F(Malformed, HeaderLengthOverSaneBound) {
 
 TEST_F(Malformed, InvalidJson) { expect_open_fails(R"({"a": {"dtype": )", "", {"invalid JSON"}); }
 
+// Fuzzer finding: nlohmann quotes the whole token it was reading, so a long
+// string or run of whitespace before the error made a message as long as the
+// header.
+TEST_F(Malformed, InvalidJsonMessageStaysShort) {
+  const std::vector<std::string> headers = {
+      R"({"a":{"dtype":"U32")" + std::string(2000, '\n') + R"(.w"[1,2]}})",
+      "{\"" + std::string(5000, 'x') + "\x01\":1}",
+      "{\"" + std::string(6000, 'x')};
+  for (const auto& header : headers) {
+    write_bytes(dir_ / "bad.safetensors", safetensors_bytes(header, ""));
+    expect_error<InputError>([&] { SafetensorsFile::open(dir_ / "bad.safetensors"); },
+                             {"bad.safetensors", "invalid JSON", "line ", "..."});
+    try {
+      SafetensorsFile::open(dir_ / "bad.safetensors");
+    } catch (const InputError& e) {
+      EXPECT_LT(std::string(e.what()).size(), 400u) << e.what();
+    }
+  }
+}
+
 TEST_F(Malformed, InvalidUtf8) { expect_open_fails("{\"\xff\xfe\":1}", "", {"invalid JSON"}); }
 
 TEST_F(Malformed, JsonNotAnObject) {

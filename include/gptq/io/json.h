@@ -11,8 +11,8 @@
 namespace gptq::io {
 
 // Parses `text` as one JSON document. Throws InputError "<what>: ..." on
-// invalid JSON (with the byte position), a nesting deeper than `max_depth`
-// or a key repeated inside one object.
+// invalid JSON (with the position, cut short whatever the input holds), a
+// nesting deeper than `max_depth` or a key repeated inside one object.
 nlohmann::json parse_json_strict(std::string_view text, const std::string& what,
                                  int max_depth = 64);
 

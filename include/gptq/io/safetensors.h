@@ -25,6 +25,7 @@
 // checkpoint.cpp, safetensors_writer.cpp.
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -64,6 +65,9 @@ class SafetensorsFile {
   // Copies the tensor out of the mapping into a new owned tensor, converted to
   // `dtype` (default: the stored dtype) on `device` (default CPU; conversion
   // happens on the device). InputError if absent or a BOOL byte is not 0/1.
+  // The file pages the copy touched are then dropped from this process
+  // (madvise DONTNEED), so loading a file tensor by tensor keeps only the
+  // copies resident, not the file; views stay valid (pages fault back in).
   at::Tensor load(const std::string& name, std::optional<c10::ScalarType> dtype = std::nullopt,
                   c10::Device device = c10::Device(c10::kCPU)) const;
   // A zero-copy CPU view into the mapping; valid while this object lives. The
@@ -80,6 +84,8 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  // Drops the mapping's pages under `info` from the RSS once it was copied out.
+  void release_pages(const TensorInfo& info) const;
   std::filesystem::path path_;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;
@@ -87,6 +93,7 @@ class SafetensorsFile {
   const uint8_t* mapping_ = nullptr;
   size_t mapping_size_ = 0;
   uint64_t data_start_ = 0;
+  mutable std::atomic<bool> release_failed_{false};  // warned about a failed madvise
 };
 
 // All tensors of a checkpoint directory (or a single .safetensors file):

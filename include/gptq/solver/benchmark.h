@@ -28,7 +28,7 @@ struct SolverBenchmarkOptions {
 struct SolverBenchmarkResult {
   double hessian_s = 0;       // accumulate H over all samples
   double cholesky_s = 0;      // one Cholesky of the damped H (the floor's first term)
-  double factor_s = 0;        // our U = upper Cholesky of H^-1 (reversed Cholesky + triangular inverse)
+  double factor_s = 0;        // our one factorisation: R with R R^T = H (a reversed Cholesky; no inverse)
   double solve_s = 0;         // gptq_quantize, factorisation included
   double total_s = 0;         // hessian_s + solve_s
   double floor_inverse_s = 0;         // cholesky_inverse of the Cholesky factor

@@ -1,25 +1,29 @@
 #pragma once
-// The factorisations GPTQ needs from H, done with one Cholesky and one
-// triangular inverse instead of the reference's three O(n^3) steps
-// (cholesky, cholesky_inverse, cholesky(upper=True)).
+// The factorisations GPTQ needs from H, with one Cholesky and no O(n^3) inverse
+// (the reference does cholesky, cholesky_inverse and cholesky(upper=True)).
 //
-// GPTQ reads the rows of U, the upper Cholesky factor of H^-1 (H^-1 = U^T U).
-// With J the reversal permutation, J H J = L L^T (L lower) gives
-// H = (J L J)(J L J)^T with J L J upper, so H^-1 = (J L^-1 J)^T (J L^-1 J) and
-// U = J L^-1 J: it is upper triangular with a positive diagonal, hence the
-// Cholesky factor.
+// GPTQ reads U, the upper Cholesky factor of H^-1 (H^-1 = U^T U). With J the
+// reversal permutation, J H J = L L^T (L lower) gives H = R R^T with
+// R = J L J upper triangular, and U = R^-1. The solver never forms U whole:
+// it needs U only on the diagonal blocks (small triangular inverses) and gets
+// the off-diagonal part of the error propagation from R itself, by the
+// block identity of an upper-triangular inverse
+//     U[<s, b] = -R[<s, <s]^-1 R[<s, b] U[b, b]        (b: columns s..e)
+// (see solver/gptq.h for how the update uses it).
 #include <ATen/core/Tensor.h>
 
 namespace gptq::solver {
 
-// L^-1 of a lower-triangular float32 [n, n] L (upper part of L ignored, of the
-// result zero), by recursive blocking: L^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]
-// where the off-diagonal block is two triangular solves against A and C
-// (about n^3/3 flops, all in BLAS level 3).
-at::Tensor lower_triangular_inverse(const at::Tensor& L);
+// R upper triangular with R R^T = H for a symmetric float32 [n, n] H (any
+// device); an undefined tensor when H is not positive definite in float32.
+at::Tensor reversed_cholesky(const at::Tensor& H);
 
-// U with U^T U = H^-1 for a symmetric float32 H; an undefined tensor when H is
-// not positive definite in float32 (Cholesky fails or U is not finite).
-at::Tensor upper_cholesky_of_inverse(const at::Tensor& H);
+// The same R from H_reversed = J H J (what a caller that permutes H anyway
+// builds directly, saving the flip of H).
+at::Tensor reversed_cholesky_of_flipped(const at::Tensor& H_reversed);
+
+// R^-1 of an upper-triangular [n, n] R (its strict lower part is ignored):
+// for R from reversed_cholesky, the upper Cholesky factor of H^-1.
+at::Tensor upper_triangular_inverse(const at::Tensor& R);
 
 }  // namespace gptq::solver

@@ -10,8 +10,13 @@
 //         [H_F^-1]_qq is U[q, q]^2 and its update row is U[q, q:] / U[q, q]
 //   Q     the dequantized columns, Err the scaled errors (w - q) / U[q, q]
 // Columns are taken in blocks of block_size: inside a block each quantized
-// column's error is pushed into the block's later columns; the rest of W is
-// updated once per block (W[:, i2:] -= Err @ Hinv[i1:i2, i2:]).
+// column's error is pushed into the block's later columns. Between blocks the
+// reference pushes each block's errors into all later columns
+// (W[:, i2:] -= Err @ Hinv[i1:i2, i2:]); we do the same arithmetic
+// left-looking, pulling all earlier errors into a block just before it runs
+// (W[:, s:e] += (W0 - Q)[:, :s] R[:s, s:e] U[s:e, s:e], with H = R R^T and
+// U = R^-1, see factorization.h), so Hinv is never formed: one Cholesky, no
+// O(n^3) inverse, and GEMMs with the long inner dimension.
 //
 // Reference details kept: group parameters come from W as it stands at the
 // start of the block holding the group's first column; with group_size -1 they
