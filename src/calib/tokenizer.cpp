@@ -158,9 +158,14 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   tokens.reserve(ids.size());
   for (const int32_t id : ids) {
     if (const AddedToken* added = impl_->added->find_by_id(id)) {
-      // `tokenizers` skips special added tokens, but (as observed with 0.23 on
-      // Llama-2's file) not those marked normalized.
-      if (!added->special || added->normalized) tokens.push_back(added->content);
+      // As `tokenizers` 0.23: a normalized=true added token decodes from its
+      // normalized content (Llama-2's '<s>' as '▁<s>', through the decoder
+      // like any token), and skip_special_tokens compares that string with
+      // the special contents, so such a token is skipped only when the
+      // normalizer leaves it unchanged.
+      std::string surface =
+          added->normalized ? impl_->normalizer.normalize(added->content) : added->content;
+      if (!added->special || surface != added->content) tokens.push_back(std::move(surface));
       continue;
     }
     const std::string& token = impl_->model.id_to_token(id);
