@@ -38,13 +38,36 @@ MODELS = {
 }
 
 
+SHARED = Path(os.environ.get("GPTQ_SHARED_DIR", Path(__file__).resolve().parent.parent.parent / "shared"))
+
+
+def train_tokenizer(vocab_size: int, out: Path) -> None:
+    """A byte-level BPE tokenizer.json of the model's vocabulary size, trained by
+    `tokenizers` on WikiText-2 (GPTQModel.load refuses a directory without
+    one; the calibration below is token ids, so its merges do not matter)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    text_file = SHARED / "data" / "wikitext2-raw" / "wiki.test.raw"
+    lines = text_file.read_text(encoding="utf-8").split("\n") if text_file.exists() else \
+        [" ".join(f"word{k % 997} w{k % 31}" for k in range(row, row + 64)) for row in range(20000)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(lines, trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>").save_pretrained(out)
+
+
 def make_model(name: str, out: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                         **MODELS[name])
+                         bos_token_id=0, eos_token_id=1, **MODELS[name])
     LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    train_tokenizer(MODELS[name]["vocab_size"], out)
     return out
 
 

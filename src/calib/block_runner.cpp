@@ -16,27 +16,53 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The group's input [..., in] as fp32 Hessian H (2/n sum X^T X) over all rows.
-at::Tensor group_hessian(const at::Tensor& input, int64_t& n_rows, PhaseTimes& times) {
-  const auto start = std::chrono::steady_clock::now();
-  solver::HessianAccumulator accumulator(input.size(-1), input.device());
-  accumulator.add(input);
-  n_rows = accumulator.n_samples();
-  at::Tensor H = accumulator.hessian();
-  times.hessian_s += seconds_since(start);
-  return H;
-}
+// One fp32 Hessian per group, fed chunk by chunk; taken once the group is complete.
+class GroupHessians {
+ public:
+  explicit GroupHessians(PhaseTimes& times) : times_(times) {}
 
-// Single pass: accumulate, solve and swap before the group runs.
+  void add(int group_index, const at::Tensor& input_chunk) {
+    const auto start = std::chrono::steady_clock::now();
+    auto found = accumulators_.find(group_index);
+    if (found == accumulators_.end()) {
+      solver::HessianAccumulator fresh(input_chunk.size(-1), input_chunk.device());
+      found = accumulators_.emplace(group_index, std::move(fresh)).first;
+    }
+    found->second.add(input_chunk);
+    times_.hessian_s += seconds_since(start);
+  }
+
+  // H [in, in] and the rows it was accumulated over; frees the accumulator.
+  at::Tensor take(int group_index, int64_t& n_rows) {
+    const auto start = std::chrono::steady_clock::now();
+    auto found = accumulators_.find(group_index);
+    GPTQ_ASSERT(found != accumulators_.end(), "group ", group_index, " finished without any input");
+    n_rows = found->second.n_samples();
+    at::Tensor H = found->second.hessian();
+    accumulators_.erase(found);
+    times_.hessian_s += seconds_since(start);
+    return H;
+  }
+
+ private:
+  PhaseTimes& times_;
+  std::map<int, solver::HessianAccumulator> accumulators_;
+};
+
+// Single pass: accumulate over all chunks, then solve and swap before the group runs.
 class SolvingObserver : public model::GroupObserver {
  public:
   SolvingObserver(const solver::GptqConfig& config, const LinearSink& sink, PhaseTimes& times)
-      : config_(config), sink_(sink), times_(times) {}
+      : config_(config), sink_(sink), times_(times), hessians_(times) {}
 
-  void before_group(int group_index, const std::vector<std::string>& linear_names,
-                    const at::Tensor& input, model::BlockWeights& weights) override {
+  void observe(int group_index, const at::Tensor& input_chunk) override {
+    hessians_.add(group_index, input_chunk);
+  }
+
+  void finish_group(int group_index, const std::vector<std::string>& linear_names,
+                    model::BlockWeights& weights) override {
     int64_t n_rows = 0;
-    at::Tensor H = group_hessian(input, n_rows, times_);
+    at::Tensor H = hessians_.take(group_index, n_rows);
     quantize_group(linear_names, H, n_rows, config_, weights, sink_, times_);
   }
 
@@ -44,18 +70,23 @@ class SolvingObserver : public model::GroupObserver {
   const solver::GptqConfig& config_;
   const LinearSink& sink_;
   PhaseTimes& times_;
+  GroupHessians hessians_;
 };
 
 // --no-true-sequential: only collects each group's Hessian from the unquantized block.
 class CollectingObserver : public model::GroupObserver {
  public:
-  explicit CollectingObserver(PhaseTimes& times) : times_(times) {}
+  explicit CollectingObserver(PhaseTimes& times) : hessians_(times) {}
 
-  void before_group(int group_index, const std::vector<std::string>& linear_names,
-                    const at::Tensor& input, model::BlockWeights& weights) override {
+  void observe(int group_index, const at::Tensor& input_chunk) override {
+    hessians_.add(group_index, input_chunk);
+  }
+
+  void finish_group(int group_index, const std::vector<std::string>& linear_names,
+                    model::BlockWeights&) override {
     Collected collected;
     collected.names = linear_names;
-    collected.H = group_hessian(input, collected.n_rows, times_);
+    collected.H = hessians_.take(group_index, collected.n_rows);
     groups_[group_index] = std::move(collected);
   }
 
@@ -67,7 +98,7 @@ class CollectingObserver : public model::GroupObserver {
   const std::map<int, Collected>& groups() const { return groups_; }
 
  private:
-  PhaseTimes& times_;
+  GroupHessians hessians_;
   std::map<int, Collected> groups_;
 };
 
@@ -124,16 +155,16 @@ void quantize_group(const std::vector<std::string>& linear_names, const at::Tens
 at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWeights& weights,
                                const at::Tensor& hidden, const model::RotaryCache& rope,
                                const BlockQuantizeOptions& options, const LinearSink& sink,
-                               PhaseTimes& times) {
+                               PhaseTimes& times, model::BlockStats* stats) {
   const auto start = std::chrono::steady_clock::now();
   const double observed_before = times.hessian_s + times.solve_s;
   at::Tensor output;
   if (options.true_sequential) {
     SolvingObserver observer(options.gptq, sink, times);
-    output = model::block_forward(config, weights, hidden, rope, &observer, options.block);
+    output = model::block_forward(config, weights, hidden, rope, &observer, options.block, stats);
   } else {
     CollectingObserver collector(times);
-    model::block_forward(config, weights, hidden, rope, &collector, options.block);
+    model::block_forward(config, weights, hidden, rope, &collector, options.block, stats);
     for (const auto& [group_index, group] : collector.groups()) {
       quantize_group(group.names, group.H, group.n_rows, options.gptq, weights, sink, times);
     }

@@ -129,13 +129,26 @@ at::Tensor calibration_ids(const QuantizeOptions& options, const model::ModelCon
                            {"seqlen", options.seqlen},
                            {"n_stream_tokens", windows.n_stream_tokens},
                            {"n_tokens", windows.input_ids.numel()},
-                           {"seed", options.seed},
-                           {"streamed", false},
-                           {"note", "all calibration windows stay resident on the device"}};
+                           {"seed", options.seed}};
   spdlog::info("calibration: {} windows x {} tokens from '{}' ({}, {} tokens in the stream)",
                options.n_samples, options.seqlen, options.calib_file.string(), windows.format,
                windows.n_stream_tokens);
   return windows.input_ids;
+}
+
+// Every block has the same shapes, so the last block's stats speak for all.
+std::string streaming_note(const model::BlockStats& stats, int64_t max_held_bytes) {
+  const std::string windows = std::to_string(stats.rows_per_chunk) + " window(s)";
+  const std::string size = human_bytes(double(stats.mlp_hidden_bytes)) + " for all windows";
+  const std::string budget =
+      max_held_bytes > 0 ? "the " + human_bytes(double(max_held_bytes)) + " budget" : "holding disabled";
+  const std::string rest = "; hidden states of all windows stay resident; stages run in " +
+                           std::to_string(stats.n_chunks) + " chunk(s) of " + windows;
+  if (stats.mlp_recomputed) {
+    return "MLP activations recomputed per chunk of " + windows + " rather than held (" + size +
+           (max_held_bytes > 0 ? ", over " : ", ") + budget + ")" + rest;
+  }
+  return "MLP activations held (" + size + ", within " + budget + ")" + rest;
 }
 
 nlohmann::json settings_json(const QuantizeOptions& options) {
@@ -197,7 +210,8 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
   PhaseTimes times;
   double write_s = 0;
-  BlockQuantizeOptions block_options{options.gptq, options.true_sequential, {}};
+  BlockQuantizeOptions block_options{options.gptq, options.true_sequential, options.block};
+  model::BlockStats block_stats;
 
   for (int layer = 0; layer < config.n_layers; ++layer) {
     const std::string prefix = config.layer_prefix(layer);
@@ -213,7 +227,8 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     try {
       model::BlockWeights weights = model::load_block(source, config, layer, dtype, device);
       if (options.method == Method::kGptq) {
-        hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times);
+        hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times,
+                                     &block_stats);
       } else {
         quantize_block_rtn(config, weights, options.gptq.quant, sink, times);
       }
@@ -224,6 +239,11 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   }
   log.finish();
   hidden = at::Tensor();
+  if (options.method == Method::kGptq) {
+    report["calibration"]["streamed"] = block_stats.mlp_recomputed;
+    report["calibration"]["note"] = streaming_note(block_stats, options.block.max_held_bytes);
+    spdlog::info("calibration: {}", report["calibration"]["note"].get<std::string>());
+  }
 
   // Everything that was not quantized is copied unchanged, in its stored dtype.
   phase_start = Clock::now();

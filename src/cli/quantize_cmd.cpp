@@ -94,6 +94,18 @@ Command add_quantize_command(CLI::App& parent) {
       ->capture_default_str();
   command.app->add_option("--seqlen", job.seqlen, "tokens per window")->capture_default_str();
   command.app->add_option("--seed", job.seed, "seed of the window offsets")->capture_default_str();
+  command.app->add_option("--windows-per-chunk", job.block.batch_chunk,
+                          "calibration windows per forward chunk (0: sized to ~256 MiB of "
+                          "activations)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command.app
+      ->add_option_function<int64_t>(
+          "--max-held-mib",
+          [options](int64_t mib) { options->job.block.max_held_bytes = mib << 20; },
+          "hold the MLP activations of all windows up to this size, else recompute them per "
+          "chunk (0: always recompute; default 1024)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   command.run = [options] {
     options->job.method = calib::Method::kGptq;
     return run_quantize_job(*options);

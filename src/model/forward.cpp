@@ -25,63 +25,154 @@ Site site_of(const std::string& linear) {
   return Site::kAttentionInput;
 }
 
+// Rows [start, start + count) of a [B, ...] tensor, as a view.
+at::Tensor rows(const at::Tensor& t, int64_t start, int64_t count) { return t.narrow(0, start, count); }
+
 at::Tensor linear(const BlockWeights& weights, const std::string& name, const at::Tensor& x) {
   const at::Tensor* bias = weights.find(name + ".bias");
   return at::linear(x, weights.at(name + ".weight"), bias ? *bias : at::Tensor());
 }
 
-// The block's state while it runs; the observer hook sits between stages.
+// The block's state while it runs over chunks of rows. Two drivers share the
+// per-row pieces: forward_rows (one chunk through the whole block) and
+// forward_observed (stage by stage over all rows, the observer between stages).
 class BlockRun {
  public:
   BlockRun(const ModelConfig& config, BlockWeights& weights, const RotaryCache& rope,
-           GroupObserver* observer, int64_t attention_chunk)
-      : config_(config), spec_(config.arch), weights_(weights), rope_(rope), observer_(observer),
-        attention_chunk_(attention_chunk) {}
+           int64_t rows_per_chunk, int64_t sliding_window)
+      : config_(config), spec_(config.arch), weights_(weights), rope_(rope),
+        rows_per_chunk_(rows_per_chunk), sliding_window_(sliding_window) {}
 
-  at::Tensor forward(const at::Tensor& x) {
-    at::Tensor normed = rms_norm(x, weights_.at(spec_.input_norm + ".weight"), config_.rms_norm_eps);
-    notify(Site::kAttentionInput, normed);
-    at::Tensor attended = attention(normed);
+  at::Tensor forward_rows(const at::Tensor& x) {
+    at::Tensor h = x + linear(weights_, "self_attn.o_proj", attention_rows(attention_input(x)));
+    h.add_(linear(weights_, "mlp.down_proj", mlp_hidden(mlp_input(h))));
+    return h;
+  }
+
+  // Tensors of hidden size (x, a norm's output, the attention output, the
+  // residual h) exist for all rows; those of intermediate size for one chunk,
+  // except the MLP activation when it fits options.max_held_bytes.
+  at::Tensor forward_observed(const at::Tensor& x, GroupObserver& observer,
+                              const BlockOptions& options, BlockStats& stats) {
+    const int64_t n_rows = x.size(0);
+    const int64_t n_tokens = x.size(1);
+    stats.rows_per_chunk = rows_per_chunk_;
+    stats.n_chunks = (n_rows + rows_per_chunk_ - 1) / rows_per_chunk_;
+    stats.mlp_hidden_bytes =
+        n_rows * n_tokens * config_.intermediate_size * static_cast<int64_t>(x.element_size());
+    auto chunks_of = [](const at::Tensor& t) {
+      return [&t](int64_t start, int64_t count) { return rows(t, start, count); };
+    };
+
+    at::Tensor normed = map_chunks(n_rows, [&](int64_t start, int64_t count) {
+      return attention_input(rows(x, start, count));
+    });
+    observe_site(Site::kAttentionInput, observer, n_rows, chunks_of(normed));
+    at::Tensor attended = map_chunks(n_rows, [&](int64_t start, int64_t count) {
+      return attention_rows(rows(normed, start, count));
+    });
     normed.reset();
-    notify(Site::kAttentionOutput, attended);
-    at::Tensor h = x + linear(weights_, "self_attn.o_proj", attended);
+    observe_site(Site::kAttentionOutput, observer, n_rows, chunks_of(attended));
+    at::Tensor h = at::empty_like(x);
+    for_chunks(n_rows, [&](int64_t start, int64_t count) {
+      at::Tensor out = rows(h, start, count);
+      at::add_out(out, rows(x, start, count),
+                  linear(weights_, "self_attn.o_proj", rows(attended, start, count)));
+    });
     attended.reset();
-    normed = rms_norm(h, weights_.at(spec_.post_attention_norm + ".weight"), config_.rms_norm_eps);
-    notify(Site::kMlpInput, normed);
-    at::Tensor gated = at::silu(linear(weights_, "mlp.gate_proj", normed));
-    gated.mul_(linear(weights_, "mlp.up_proj", normed));
-    normed.reset();
-    notify(Site::kMlpHidden, gated);
-    h.add_(linear(weights_, "mlp.down_proj", gated));
+    normed = map_chunks(n_rows, [&](int64_t start, int64_t count) {
+      return mlp_input(rows(h, start, count));
+    });
+    observe_site(Site::kMlpInput, observer, n_rows, chunks_of(normed));
+
+    // The activation feeds down_proj's Hessian and then the output: held, or
+    // recomputed from the (by then final) gate/up weights.
+    const bool observes_activation = has_groups(Site::kMlpHidden);
+    at::Tensor held;
+    if (observes_activation && options.max_held_bytes > 0 &&
+        stats.mlp_hidden_bytes <= options.max_held_bytes) {
+      held = at::empty({n_rows, n_tokens, config_.intermediate_size}, x.options());
+    }
+    stats.mlp_recomputed = observes_activation && !held.defined();
+    observe_site(Site::kMlpHidden, observer, n_rows, [&](int64_t start, int64_t count) {
+      return mlp_hidden(rows(normed, start, count), held.defined() ? rows(held, start, count) : at::Tensor());
+    });
+    if (held.defined()) normed.reset();
+    for_chunks(n_rows, [&](int64_t start, int64_t count) {
+      at::Tensor act = held.defined() ? rows(held, start, count) : mlp_hidden(rows(normed, start, count));
+      rows(h, start, count).add_(linear(weights_, "mlp.down_proj", act));
+    });
     return h;
   }
 
  private:
-  void notify(Site site, const at::Tensor& input) {
-    if (observer_ == nullptr) return;
-    const auto& groups = spec_.sequential_groups;
-    for (size_t group_idx = 0; group_idx < groups.size(); ++group_idx) {
-      if (site_of(groups[group_idx].front()) != site) continue;
-      std::vector<std::vector<int64_t>> shapes;
-      for (const auto& name : groups[group_idx]) shapes.push_back(weights_.at(name + ".weight").sizes().vec());
-      observer_->before_group(static_cast<int>(group_idx), groups[group_idx], input, weights_);
-      for (size_t idx = 0; idx < groups[group_idx].size(); ++idx) {
-        const auto& name = groups[group_idx][idx];
-        GPTQ_CHECK(weights_.at(name + ".weight").sizes().vec() == shapes[idx],
-                   "observer replaced '", name, ".weight' with a tensor of another shape");
-      }
+  at::Tensor attention_input(const at::Tensor& x) {
+    return rms_norm(x, weights_.at(spec_.input_norm + ".weight"), config_.rms_norm_eps);
+  }
+  at::Tensor mlp_input(const at::Tensor& h) {
+    return rms_norm(h, weights_.at(spec_.post_attention_norm + ".weight"), config_.rms_norm_eps);
+  }
+  // silu(gate(normed)) * up(normed), written into `out` when given (a slice
+  // of the held activation, so holding costs no extra copy); gate's output is
+  // dropped before up's exists, so a chunk peaks at two [rows, T, inter] tensors.
+  at::Tensor mlp_hidden(const at::Tensor& normed, at::Tensor out = {}) {
+    at::Tensor gate = linear(weights_, "mlp.gate_proj", normed);
+    at::Tensor gated = out.defined() ? at::silu_out(out, gate) : at::silu_(gate);
+    gate.reset();
+    return gated.mul_(linear(weights_, "mlp.up_proj", normed));
+  }
+
+  bool has_groups(Site site) const {
+    for (const auto& group : spec_.sequential_groups) {
+      if (site_of(group.front()) == site) return true;
+    }
+    return false;
+  }
+
+  template <class Fn>
+  void for_chunks(int64_t n_rows, Fn&& fn) {
+    for (int64_t start = 0; start < n_rows; start += rows_per_chunk_) {
+      fn(start, std::min(rows_per_chunk_, n_rows - start));
     }
   }
 
-  // normed [B, T, H] -> attention output [B, T, n_heads * head_dim], in row chunks.
-  at::Tensor attention(const at::Tensor& normed) {
-    const int64_t n_rows = normed.size(0);
-    if (n_rows <= attention_chunk_) return attention_rows(normed);
-    std::vector<at::Tensor> parts;
-    for (int64_t row_start = 0; row_start < n_rows; row_start += attention_chunk_) {
-      parts.push_back(attention_rows(normed.narrow(0, row_start, std::min(attention_chunk_, n_rows - row_start))));
+  // fn(start, count) -> [count, T, C] written into one [n_rows, T, C] tensor
+  // (preallocated rather than concatenated, so the parts and the whole never coexist).
+  template <class Fn>
+  at::Tensor map_chunks(int64_t n_rows, Fn&& fn) {
+    at::Tensor out;
+    for_chunks(n_rows, [&](int64_t start, int64_t count) {
+      at::Tensor part = fn(start, count);
+      if (!out.defined()) out = at::empty({n_rows, part.size(1), part.size(2)}, part.options());
+      rows(out, start, count).copy_(part);
+    });
+    return out;
+  }
+
+  // Feeds every group reading from `site` the chunks input(start, count), then
+  // finishes those groups; nothing when no group reads from `site`.
+  template <class Fn>
+  void observe_site(Site site, GroupObserver& observer, int64_t n_rows, Fn&& input) {
+    const auto& groups = spec_.sequential_groups;
+    std::vector<int> at_site;
+    for (size_t group_idx = 0; group_idx < groups.size(); ++group_idx) {
+      if (site_of(groups[group_idx].front()) == site) at_site.push_back(static_cast<int>(group_idx));
     }
-    return at::cat(parts, 0);
+    if (at_site.empty()) return;
+    for_chunks(n_rows, [&](int64_t start, int64_t count) {
+      at::Tensor chunk = input(start, count);
+      for (int group_idx : at_site) observer.observe(group_idx, chunk);
+    });
+    for (int group_idx : at_site) {
+      const auto& names = groups[group_idx];
+      std::vector<std::vector<int64_t>> shapes;
+      for (const auto& name : names) shapes.push_back(weights_.at(name + ".weight").sizes().vec());
+      observer.finish_group(group_idx, names, weights_);
+      for (size_t idx = 0; idx < names.size(); ++idx) {
+        GPTQ_CHECK(weights_.at(names[idx] + ".weight").sizes().vec() == shapes[idx],
+                   "observer replaced '", names[idx], ".weight' with a tensor of another shape");
+      }
+    }
   }
 
   at::Tensor project_heads(const std::string& linear_name, const at::Tensor& x, int64_t n_heads,
@@ -91,6 +182,7 @@ class BlockRun {
     return out.transpose(1, 2);
   }
 
+  // normed [B, T, H] -> attention output [B, T, n_heads * head_dim].
   at::Tensor attention_rows(const at::Tensor& x) {
     const int64_t n_rows = x.size(0);
     const int64_t n_tokens = x.size(1);
@@ -125,16 +217,12 @@ class BlockRun {
     return out.transpose(1, 2).reshape({n_rows, n_tokens, config_.n_heads * config_.head_dim});
   }
 
- public:
-  int64_t sliding_window_ = 0;
-
- private:
   const ModelConfig& config_;
   const ArchSpec& spec_;
   BlockWeights& weights_;
   const RotaryCache& rope_;
-  GroupObserver* observer_;
-  int64_t attention_chunk_;
+  int64_t rows_per_chunk_;
+  int64_t sliding_window_;
 };
 
 int64_t auto_batch_chunk(const ModelConfig& config, int64_t n_tokens) {
@@ -201,7 +289,8 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Te
 }
 
 at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const at::Tensor& hidden,
-                         const RotaryCache& rope, GroupObserver* observer, const BlockOptions& options) {
+                         const RotaryCache& rope, GroupObserver* observer, const BlockOptions& options,
+                         BlockStats* stats) {
   GPTQ_CHECK(hidden.dim() == 3 && hidden.size(2) == config.hidden_size, "block input must be [B, T, ",
              config.hidden_size, "], got ", hidden.sizes());
   check_group_order(config.arch);
@@ -211,16 +300,15 @@ at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const
       weights.layer >= 0 && weights.layer < static_cast<int>(config.sliding_window.size())
           ? config.sliding_window[weights.layer]
           : 0;
-
-  auto run = [&](const at::Tensor& rows, GroupObserver* hook) {
-    BlockRun block(config, weights, rope, hook, chunk);
-    block.sliding_window_ = window;
-    return block.forward(rows);
-  };
-  if (observer != nullptr || n_rows <= chunk) return run(hidden, observer);
+  BlockRun block(config, weights, rope, chunk, window);
+  if (observer != nullptr) {
+    BlockStats local;
+    return block.forward_observed(hidden, *observer, options, stats ? *stats : local);
+  }
+  if (n_rows <= chunk) return block.forward_rows(hidden);
   std::vector<at::Tensor> parts;
   for (int64_t row_start = 0; row_start < n_rows; row_start += chunk) {
-    parts.push_back(run(hidden.narrow(0, row_start, std::min(chunk, n_rows - row_start)), nullptr));
+    parts.push_back(block.forward_rows(hidden.narrow(0, row_start, std::min(chunk, n_rows - row_start))));
   }
   return at::cat(parts, 0);
 }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "gptq/solver/solver.h"
 
@@ -53,18 +54,21 @@ model::BlockWeights clone(const model::BlockWeights& block) {
   return copy;
 }
 
-// Captures the input of one group and changes nothing.
+// Captures the whole input of one group (its chunks joined) and changes nothing.
 class CaptureObserver : public model::GroupObserver {
  public:
   explicit CaptureObserver(int wanted) : wanted_(wanted) {}
-  void before_group(int group_index, const std::vector<std::string>&, const at::Tensor& input,
-                    model::BlockWeights&) override {
-    if (group_index == wanted_) captured = input.clone();
+  void observe(int group_index, const at::Tensor& input_chunk) override {
+    if (group_index == wanted_) chunks_.push_back(input_chunk.clone());
+  }
+  void finish_group(int group_index, const std::vector<std::string>&, model::BlockWeights&) override {
+    if (group_index == wanted_) captured = at::cat(chunks_, 0);
   }
   at::Tensor captured;
 
  private:
   int wanted_;
+  std::vector<at::Tensor> chunks_;
 };
 
 // The paper's procedure: for each group, re-run the block from its input with
@@ -92,10 +96,16 @@ struct Collected {
   }
 };
 
-class BlockRunner : public ::testing::TestWithParam<bool> {};
+struct Chunking {
+  int64_t batch_chunk;     // windows per chunk; 0: automatic (one chunk here)
+  int64_t max_held_bytes;  // MLP activation hold budget; 0: recompute
+};
+using RunnerParam = std::tuple<bool, Chunking>;  // desc_act, chunking
+class BlockRunner : public ::testing::TestWithParam<RunnerParam> {};
 
 TEST_P(BlockRunner, SinglePassEqualsStagedPaperProcedure) {
-  const bool desc_act = GetParam();
+  const auto [desc_act, chunking] = GetParam();
+  const auto [batch_chunk, max_held_bytes] = chunking;
   const auto config = tiny_config();
   const model::BlockWeights original = random_block(config, 1);
   at::manual_seed(2);
@@ -105,12 +115,17 @@ TEST_P(BlockRunner, SinglePassEqualsStagedPaperProcedure) {
   options.gptq.quant.bits = 4;
   options.gptq.quant.group_size = 16;
   options.gptq.desc_act = desc_act;
+  options.block.batch_chunk = batch_chunk;
+  options.block.max_held_bytes = max_held_bytes;
 
   model::BlockWeights single = clone(original);
   Collected single_results;
   PhaseTimes times;
-  at::Tensor single_out =
-      quantize_block_gptq(config, single, hidden, rope, options, single_results.sink(), times);
+  model::BlockStats stats;
+  at::Tensor single_out = quantize_block_gptq(config, single, hidden, rope, options,
+                                              single_results.sink(), times, &stats);
+  EXPECT_EQ(stats.mlp_recomputed, max_held_bytes == 0);
+  if (batch_chunk > 0) EXPECT_EQ(stats.rows_per_chunk, batch_chunk);
 
   model::BlockWeights staged = clone(original);
   Collected staged_results;
@@ -142,7 +157,52 @@ TEST_P(BlockRunner, SinglePassEqualsStagedPaperProcedure) {
   EXPECT_LT(((single_out - fp_out).norm() / fp_out.norm()).item<double>(), 0.2);
 }
 
-INSTANTIATE_TEST_SUITE_P(ActOrder, BlockRunner, ::testing::Values(false, true));
+// Whole batch in one chunk; one window per chunk with nothing held (every
+// Hessian streamed, gate/up recomputed); two windows per chunk, held.
+INSTANTIATE_TEST_SUITE_P(ActOrderAndChunking, BlockRunner,
+                         ::testing::Combine(::testing::Values(false, true),
+                                            ::testing::Values(Chunking{0, int64_t{1} << 30},
+                                                              Chunking{1, 0},
+                                                              Chunking{2, int64_t{1} << 30})));
+
+TEST(BlockRunnerStreaming, HeldAndRecomputedGiveIdenticalOutputAndWeights) {
+  const auto config = tiny_config();
+  const model::BlockWeights original = random_block(config, 6);
+  at::manual_seed(7);
+  const at::Tensor hidden = at::randn({5, 16, config.hidden_size});
+  model::RotaryCache rope(config, 16, at::kFloat, at::kCPU);
+  struct Run {
+    model::BlockWeights weights;
+    Collected results;
+    model::BlockStats stats;
+    at::Tensor out;
+  };
+  auto run = [&](int64_t max_held_bytes) {
+    Run result{clone(original), {}, {}, {}};
+    BlockQuantizeOptions options;
+    options.gptq.quant.group_size = 16;
+    options.block.batch_chunk = 2;
+    options.block.max_held_bytes = max_held_bytes;
+    PhaseTimes times;
+    result.out = quantize_block_gptq(config, result.weights, hidden, rope, options,
+                                     result.results.sink(), times, &result.stats);
+    return result;
+  };
+  Run held = run(int64_t{1} << 30);
+  Run recomputed = run(0);
+  EXPECT_FALSE(held.stats.mlp_recomputed);
+  EXPECT_TRUE(recomputed.stats.mlp_recomputed);
+  EXPECT_TRUE(held.out.equal(recomputed.out));
+  for (const auto& [name, tensor] : held.weights.tensors) {
+    EXPECT_TRUE(tensor.equal(recomputed.weights.tensors.at(name))) << name;
+  }
+  ASSERT_EQ(held.results.results.size(), 7u);
+  for (const auto& [name, result] : held.results.results) {
+    const auto& other = recomputed.results.results.at(name);
+    EXPECT_TRUE(result.packed.qweight.equal(other.packed.qweight)) << name;
+    EXPECT_EQ(result.loss, other.loss) << name;
+  }
+}
 
 TEST(BlockRunnerNoTrueSequential, HessiansComeFromTheUnquantizedBlock) {
   const auto config = tiny_config();

@@ -132,6 +132,7 @@ TEST_F(Pipeline, GptqWritesALoadableCheckpoint) {
     EXPECT_EQ(layer.at("n_tokens"), 8 * 32);
   }
   EXPECT_FALSE(report.at("calibration").at("streamed").get<bool>());
+  EXPECT_NE(report.at("calibration").at("note").get<std::string>().find("held"), std::string::npos);
 
   // The checkpoint read back dequantized gives logits close to the original's.
   const auto model_config = model::load_model_config(model_);
@@ -164,6 +165,27 @@ TEST_F(Pipeline, RtnNeedsNoCalibrationAndGptqBeatsIt) {
     return (model::forward_logits(config, source, ids, {}) - reference).norm().item<double>();
   };
   EXPECT_LT(error("gptq"), error("rtn"));
+}
+
+TEST_F(Pipeline, StreamedMlpActivationsGiveTheSameCheckpoint) {
+  QuantizeOptions held = options("held");
+  held.block.batch_chunk = 3;  // 8 windows: chunks of 3, 3, 2
+  QuantizeOptions streamed = options("streamed");
+  streamed.block.batch_chunk = 3;
+  streamed.block.max_held_bytes = 0;
+  auto held_report = run_quantize(held);
+  auto streamed_report = run_quantize(streamed);
+  EXPECT_FALSE(held_report.at("calibration").at("streamed").get<bool>());
+  EXPECT_TRUE(streamed_report.at("calibration").at("streamed").get<bool>());
+  const std::string note = streamed_report.at("calibration").at("note");
+  EXPECT_NE(note.find("recomputed per chunk of 3 window(s)"), std::string::npos) << note;
+
+  auto held_checkpoint = io::Checkpoint::open(root_ / "held");
+  auto streamed_checkpoint = io::Checkpoint::open(root_ / "streamed");
+  ASSERT_EQ(held_checkpoint.names(), streamed_checkpoint.names());
+  for (const auto& name : held_checkpoint.names()) {
+    EXPECT_TRUE(held_checkpoint.load(name).equal(streamed_checkpoint.load(name))) << name;
+  }
 }
 
 TEST_F(Pipeline, NoTrueSequentialAndActOrderRun) {

@@ -1,6 +1,6 @@
 """Perplexity ordering of our quantizers on real trained models:
 fp <= GPTQ 4-bit < RTN 4-bit (fp may exceed GPTQ by 0.05 %, evaluation noise),
-and, on stories260k, GPTQ's increase over fp at most half of RTN's.
+and GPTQ's increase over fp at most half of RTN's.
 Perplexities are computed by transformers on the checkpoints read back by an
 independent Python unpacker (quant_fixtures.dequantize_checkpoint)."""
 from __future__ import annotations
@@ -14,8 +14,7 @@ from quant_fixtures import (dequantize_checkpoint, encode, perplexity, quantize,
                             train_tiny_llama, windows)
 
 
-def check_ordering(model_dir, tmp_path, ids_calib, eval_ids, group_size, seqlen=128, n_samples=64,
-                   require_half_of_rtn=True):
+def check_ordering(model_dir, tmp_path, ids_calib, eval_ids, group_size, seqlen=128, n_samples=64):
     calib = tmp_path / "calib.json"
     calib.write_text(json.dumps(windows(ids_calib, n_samples, seqlen, seed=0)))
     quantize(model_dir, tmp_path / "gptq", "--calib", calib, "--nsamples", n_samples, "--seqlen", seqlen,
@@ -26,8 +25,7 @@ def check_ordering(model_dir, tmp_path, ids_calib, eval_ids, group_size, seqlen=
     rtn = perplexity(model_dir, eval_ids, seqlen, dequantize_checkpoint(tmp_path / "rtn"))
     print(f"ppl fp {fp:.4f} gptq {gptq:.4f} rtn {rtn:.4f}")
     assert fp <= gptq * 1.0005 < rtn, (fp, gptq, rtn)
-    if require_half_of_rtn:
-        assert gptq - fp <= 0.5 * (rtn - fp), (fp, gptq, rtn)
+    assert gptq - fp <= 0.5 * (rtn - fp), (fp, gptq, rtn)
 
 
 def test_stories260k(tmp_path):
@@ -41,12 +39,8 @@ def test_stories260k(tmp_path):
 def test_briefly_trained_fixture(tmp_path):
     text = stories_text()
     ids = encode(text[:400_000])
-    model_dir = train_tiny_llama(tmp_path / "model", ids, steps=250, seed=1)
-    # On this 2-layer, 64-wide model after 250 steps, 4-bit g128 is one group per
-    # row and both quantizers land close to fp: measured fp 16.04, GPTQ 16.16,
-    # RTN 16.19, so GPTQ's gain over RTN is real but not 2x. Our per-layer
-    # losses and perplexity on this same fixture match GPTQModel's
-    # (test_quantize_gptqmodel.py), so the gap is the fixture's, not the
-    # solver's; the half-of-RTN criterion is asserted on stories260k above.
-    check_ordering(model_dir, tmp_path, ids, encode(text[500_000:560_000]), 128,
-                   require_half_of_rtn=False)
+    # 256 wide so 4-bit g128 has two groups per row: on the 64-wide model of
+    # the stories260K shape one group spans the whole row and GPTQ has too few
+    # columns to move error into (measured there: fp 16.04, GPTQ 16.16, RTN 16.19).
+    model_dir = train_tiny_llama(tmp_path / "model", ids, steps=250, seed=1, hidden=256, intermediate=512)
+    check_ordering(model_dir, tmp_path, ids, encode(text[500_000:560_000]), 128)

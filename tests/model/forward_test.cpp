@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "gptq/core/error.h"
@@ -177,26 +178,36 @@ TEST(BlockForward, IsCausal) {
   EXPECT_GT(max_diff(a.narrow(1, 7, 3), b.narrow(1, 7, 3)), 1e-3);
 }
 
+// Records the protocol: every call in order, each group's chunks joined.
 class RecordingObserver : public GroupObserver {
  public:
-  void before_group(int group_index, const std::vector<std::string>& linear_names,
-                    const at::Tensor& input, BlockWeights& weights) override {
+  void observe(int group_index, const at::Tensor& input_chunk) override {
+    calls.push_back("observe " + std::to_string(group_index));
+    chunk_rows[group_index].push_back(input_chunk.size(0));
+    chunks[group_index].push_back(input_chunk.clone());
+  }
+  void finish_group(int group_index, const std::vector<std::string>& linear_names,
+                    BlockWeights& weights) override {
+    calls.push_back("finish " + std::to_string(group_index));
     indices.push_back(group_index);
     names.push_back(linear_names);
-    shapes.push_back(input.sizes().vec());
-    inputs.push_back(input.clone());
+    inputs.push_back(at::cat(chunks[group_index], 0));
+    shapes.push_back(inputs.back().sizes().vec());
     if (group_index == zero_group) {
       for (const auto& name : linear_names) weights.tensors[name + ".weight"].zero_();
     }
   }
   int zero_group = -1;
+  std::vector<std::string> calls;
+  std::map<int, std::vector<int64_t>> chunk_rows;
+  std::map<int, std::vector<at::Tensor>> chunks;
   std::vector<int> indices;
   std::vector<std::vector<std::string>> names;
   std::vector<std::vector<int64_t>> shapes;
   std::vector<at::Tensor> inputs;
 };
 
-TEST(BlockForward, ObserverSeesEachGroupInOrderWithItsInput) {
+TEST(BlockForward, ObserverSeesEachGroupInOrderChunkByChunk) {
   for (const std::string arch : {"LlamaForCausalLM", "Qwen3ForCausalLM"}) {
     ModelConfig config = tiny_config(arch);
     BlockWeights weights = random_block(config);
@@ -204,9 +215,18 @@ TEST(BlockForward, ObserverSeesEachGroupInOrderWithItsInput) {
     RotaryCache rope(config, 6, at::kFloat, at::kCPU);
     RecordingObserver observer;
     BlockOptions chunked;
-    chunked.batch_chunk = 2;  // attention in chunks; the observer still sees all rows
-    at::Tensor with_observer = block_forward(config, weights, x, rope, &observer, chunked);
+    chunked.batch_chunk = 2;
+    BlockStats stats;
+    at::Tensor with_observer = block_forward(config, weights, x, rope, &observer, chunked, &stats);
     EXPECT_LT(max_diff(with_observer, block_forward(config, weights, x, rope)), 1e-6);
+    // Each group: all its chunks, then its finish, before the next group's first chunk.
+    std::vector<std::string> expected_calls;
+    for (int group = 0; group < 4; ++group) {
+      expected_calls.insert(expected_calls.end(), 2, "observe " + std::to_string(group));
+      expected_calls.push_back("finish " + std::to_string(group));
+      EXPECT_EQ(observer.chunk_rows[group], std::vector<int64_t>({2, 1}));
+    }
+    EXPECT_EQ(observer.calls, expected_calls);
     ASSERT_EQ(observer.indices, std::vector<int>({0, 1, 2, 3}));
     EXPECT_EQ(observer.names, config.arch.sequential_groups);
     EXPECT_EQ(observer.shapes[0], std::vector<int64_t>({3, 6, 32}));
@@ -215,7 +235,39 @@ TEST(BlockForward, ObserverSeesEachGroupInOrderWithItsInput) {
     EXPECT_EQ(observer.shapes[3], std::vector<int64_t>({3, 6, 48}));
     EXPECT_LT(max_diff(observer.inputs[0],
                        rms_norm(x, weights.at("input_layernorm.weight"), config.rms_norm_eps)), 1e-7);
+    EXPECT_EQ(stats.rows_per_chunk, 2);
+    EXPECT_EQ(stats.n_chunks, 2);
+    EXPECT_EQ(stats.mlp_hidden_bytes, 3 * 6 * 48 * 4);
+    EXPECT_FALSE(stats.mlp_recomputed);  // 3.4 KiB fits the default budget
   }
+}
+
+TEST(BlockForward, HeldAndRecomputedMlpActivationsGiveTheSameOutput) {
+  ModelConfig config = tiny_config();
+  at::Tensor x = at::randn({5, 6, 32});
+  RotaryCache rope(config, 6, at::kFloat, at::kCPU);
+  auto run = [&](int64_t max_held_bytes, BlockStats& stats, RecordingObserver& observer) {
+    BlockWeights weights = random_block(config, 3);
+    observer.zero_group = 1;  // a swap must reach the recomputed rows too
+    BlockOptions options;
+    options.batch_chunk = 2;
+    options.max_held_bytes = max_held_bytes;
+    return block_forward(config, weights, x, rope, &observer, options, &stats);
+  };
+  BlockStats held_stats, recomputed_stats, small_budget_stats;
+  RecordingObserver held_observer, recomputed_observer, small_budget_observer;
+  at::Tensor held = run(int64_t{1} << 30, held_stats, held_observer);
+  at::Tensor recomputed = run(0, recomputed_stats, recomputed_observer);
+  at::Tensor small_budget = run(5 * 6 * 48 * 4 - 1, small_budget_stats, small_budget_observer);
+  EXPECT_FALSE(held_stats.mlp_recomputed);
+  EXPECT_TRUE(recomputed_stats.mlp_recomputed);
+  EXPECT_TRUE(small_budget_stats.mlp_recomputed);  // one byte short of holding
+  EXPECT_TRUE(held.equal(recomputed));
+  EXPECT_TRUE(held.equal(small_budget));
+  EXPECT_TRUE(held_observer.inputs[3].equal(recomputed_observer.inputs[3]));
+  BlockWeights reference = random_block(config, 3);
+  reference.tensors["self_attn.o_proj.weight"].zero_();
+  EXPECT_LT(max_diff(held, block_forward(config, reference, x, rope)), 1e-6);
 }
 
 TEST(BlockForward, ObserverSwappedWeightsAreUsedDownstream) {
@@ -249,8 +301,8 @@ TEST(BlockForward, ObserverSwappedWeightsAreUsedDownstream) {
 
 class ReshapingObserver : public GroupObserver {
  public:
-  void before_group(int, const std::vector<std::string>& names, const at::Tensor&,
-                    BlockWeights& weights) override {
+  void observe(int, const at::Tensor&) override {}
+  void finish_group(int, const std::vector<std::string>& names, BlockWeights& weights) override {
     weights.tensors[names[0] + ".weight"] = at::zeros({1, 1});
   }
 };

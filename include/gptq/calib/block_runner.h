@@ -1,11 +1,14 @@
 #pragma once
 // Quantizing one decoder block with GPTQ, in ONE forward pass (true-sequential).
 //
-// The block runs on all calibration windows as one batch hidden [N, T, H].
-// block_forward calls GptqGroupObserver::before_group with the exact input of
-// each true-sequential group (ArchSpec::sequential_groups) before that group's
-// linears run; the observer
-//   1. accumulates the group's Hessian H = 2/n sum X^T X over all N*T rows (fp32),
+// The block runs on all calibration windows hidden [N, T, H], stage by stage
+// and within each stage chunk by chunk of windows (model/forward.h). For each
+// true-sequential group (ArchSpec::sequential_groups) block_forward hands the
+// solving observer the group's exact input one chunk at a time, and the
+// observer
+//   1. accumulates the group's Hessian H = 2/n sum X^T X over all N*T rows
+//      (fp32, solver::HessianAccumulator, chunk by chunk),
+// then, once every chunk of that group was seen (finish_group),
 //   2. solves every linear of the group with GPTQ against that one H,
 //   3. packs the result and hands it to the sink,
 //   4. replaces the linear's weight in the block by the dequantized weight,
@@ -16,6 +19,11 @@
 // block's input. This equals the paper's staged procedure (re-run the block
 // from its input once per group with the earlier groups quantized), which
 // tests/calib/block_runner_test.cpp checks to float tolerance.
+//
+// Memory: tensors of hidden size for all N windows, those of intermediate
+// size for one chunk; the MLP activation [N, T, intermediate] is held for
+// down_proj's output only within BlockOptions::max_held_bytes, otherwise
+// gate/up are recomputed per chunk (BlockStats says which).
 //
 // Without true-sequential every group's H comes from the unquantized block
 // (one collecting pass), all linears are solved, then one more pass with the
@@ -77,10 +85,12 @@ struct BlockQuantizeOptions {
 
 // Quantizes block `weights` in place against calibration input `hidden`
 // [N, T, H] and returns the block's output computed with the quantized weights.
+// `stats` (optional) receives how the observed pass chunked and whether it
+// recomputed the MLP activation.
 at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWeights& weights,
                                const at::Tensor& hidden, const model::RotaryCache& rope,
                                const BlockQuantizeOptions& options, const LinearSink& sink,
-                               PhaseTimes& times);
+                               PhaseTimes& times, model::BlockStats* stats = nullptr);
 
 // Round-to-nearest for every linear of the block (no calibration).
 void quantize_block_rtn(const model::ModelConfig& config, model::BlockWeights& weights,

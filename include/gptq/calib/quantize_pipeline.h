@@ -11,9 +11,12 @@
 //   write     every other tensor copied unchanged (embeddings, norms, lm_head),
 //             config.json + quantize_config.json, tokenizer files; atomic rename
 //
-// Memory: one block's weights + the calibration activations (all windows stay
-// resident; activations are not streamed from disk). Hessians are fp32; the
-// block computes in --dtype (auto: the checkpoint's dtype).
+// Memory: one block's weights + the block's hidden-size activations for all
+// windows (resident on the device, never streamed from disk); tensors of
+// intermediate size exist for one chunk of windows at a time, and the MLP
+// activation of all windows is held only within block.max_held_bytes, else
+// recomputed per chunk (the report's calibration.streamed / note say which).
+// Hessians are fp32; the block computes in --dtype (auto: the checkpoint's).
 // Errors: InputError / UnsupportedError (exit 2) for a bad model directory,
 // calibration file or existing output, checked before any heavy work.
 #include <cstdint>
@@ -22,6 +25,7 @@
 #include <optional>
 #include <string>
 
+#include "gptq/model/forward.h"
 #include "gptq/solver/gptq.h"
 
 namespace gptq::calib {
@@ -34,6 +38,7 @@ struct QuantizeOptions {
   Method method = Method::kGptq;
   solver::GptqConfig gptq;          // quant settings (and damping, act-order for GPTQ)
   bool true_sequential = true;
+  model::BlockOptions block;         // windows per chunk, MLP hold budget (model/forward.h)
   std::filesystem::path calib_file;  // required for GPTQ
   int n_samples = 128;
   int seqlen = 2048;
@@ -47,7 +52,8 @@ struct QuantizeOptions {
 // Runs the job and returns the report (also what --report writes):
 // {"method", "model", "output", "settings": {...}, "device", "dtype",
 //  "calibration": {"file", "format", "n_samples", "seqlen", "n_tokens", "seed",
-//                  "streamed": false},
+//                  "streamed": true when the MLP activations were recomputed
+//                  per chunk instead of held, "note": which, in words},
 //  "layers": [{"name", "shape": [out, in], "quantized", "loss", "damp_used",
 //              "n_tokens", "seconds"}],
 //  "sizes": {"input_bytes", "output_bytes"},

@@ -45,32 +45,60 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // x [B, heads, T, head_dim]; cos/sin [T, head_dim]:  x*cos + rotate_half(x)*sin.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
-// Sees the exact input of each true-sequential group before its linears run.
+// Sees the exact input of each true-sequential group before its linears run,
+// one chunk of rows (calibration windows) at a time, so no group input is ever
+// materialized for all rows at once.
+//
+// Contract, per group g = index into config.arch.sequential_groups:
+//   observe(g, chunk)    once per row chunk, in row order, covering every row
+//                        exactly once; `chunk` is [rows, T, in_features] as the
+//                        linears will consume it and is only valid during the
+//                        call (copy what must outlive it). Weights must not change here.
+//   finish_group(g, ...) once, after the last observe(g) and before any row
+//                        runs through the group's linears; the observer may
+//                        replace "<linear>.weight" (same shape, dtype, device)
+//                        in `weights` and every row then runs with the
+//                        replaced tensors.
+// Groups that read the same input (same site in the block) see the same chunk
+// and are finished in index order.
 class GroupObserver {
  public:
   virtual ~GroupObserver() = default;
-  // group_index indexes config.arch.sequential_groups; `linear_names` are that
-  // group's linears (relative names without ".weight"); `input` is
-  // [B, T, in_features] as the linears will consume it. The observer may
-  // replace "<linear>.weight" (same shape, dtype, device) in `weights`; the
-  // block then runs with the replaced tensors.
-  virtual void before_group(int group_index, const std::vector<std::string>& linear_names,
-                            const at::Tensor& input, BlockWeights& weights) = 0;
+  virtual void observe(int group_index, const at::Tensor& input_chunk) = 0;
+  virtual void finish_group(int group_index, const std::vector<std::string>& linear_names,
+                            BlockWeights& weights) = 0;
 };
 
 struct BlockOptions {
-  // Rows of the batch processed together. Without an observer the whole block
-  // runs per chunk; with one, each group input is materialized for the whole
-  // batch (the observer needs it) and only attention runs per chunk.
-  // 0: chosen so one chunk's attention activations stay near 256 MiB.
+  // Rows of the batch processed together; every intermediate of intermediate
+  // size ([rows, T, intermediate_size]) exists for at most this many rows.
+  // 0: chosen so one chunk's activations stay near 256 MiB.
   int64_t batch_chunk = 0;
+  // With an observer the block runs stage by stage over all rows; the MLP
+  // activation silu(gate) * up feeds both down_proj's Hessian and the block
+  // output. It is held for all rows when that takes at most this many bytes,
+  // otherwise gate/up are recomputed per chunk for the output (the weights are
+  // fixed by then, so the result is identical). 0: never hold.
+  int64_t max_held_bytes = int64_t{1} << 30;
+};
+
+// What a block_forward with an observer did (untouched without one).
+struct BlockStats {
+  int64_t rows_per_chunk = 0;       // rows (windows) per chunk
+  int64_t n_chunks = 0;
+  int64_t mlp_hidden_bytes = 0;     // [B, T, intermediate_size] in the compute dtype
+  bool mlp_recomputed = false;      // true: gate/up recomputed per chunk, not held
 };
 
 // One decoder block: hidden [B, T, H] -> [B, T, H]. Positions are 0..T-1 of
-// each row; T <= rope.max_positions().
+// each row; T <= rope.max_positions(). Without an observer each chunk runs the
+// whole block; with one the block runs stage by stage (each group finished
+// before its linears run) and keeps tensors of hidden size for all rows
+// (input, a norm's output, attention output, residual), those of intermediate
+// size per chunk (see BlockOptions::max_held_bytes for the one exception).
 at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const at::Tensor& hidden,
                          const RotaryCache& rope, GroupObserver* observer = nullptr,
-                         const BlockOptions& options = {});
+                         const BlockOptions& options = {}, BlockStats* stats = nullptr);
 
 // ids [B, T] int64 (any device) -> hidden [B, T, H] in embedding's dtype/device.
 at::Tensor embed(const at::Tensor& embedding, const at::Tensor& ids);
