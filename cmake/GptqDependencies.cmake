@@ -22,6 +22,12 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 
 find_package(Threads REQUIRED)
 
+# ATen's at::parallel_for is a header template: under libtorch's OpenMP
+# backend a translation unit compiled without -fopenmp runs each of its
+# parallel loops on one thread. Our sources get OpenMP; the executable's
+# libgomp.so.1 then resolves to the copy libtorch itself loads.
+find_package(OpenMP COMPONENTS CXX)
+
 # libtorch_cuda.so wants the wheel's own NCCL/cuBLAS, not the CUDA toolkit's;
 # the linker needs to see them (at run time libtorch's RPATH finds them).
 set(GPTQ_TORCH_HAS_CUDA OFF)

@@ -3,6 +3,12 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
 #include "gptq/core/error.h"
 
 namespace gptq::backend {
@@ -43,5 +49,17 @@ c10::Device resolve_device(const std::string& spec) {
 std::string device_name(const c10::Device& device) { return device.str(); }
 
 int cpu_threads() { return at::get_num_threads(); }
+
+int parallel_for_threads() {
+  const int threads = at::get_num_threads();
+  std::vector<std::atomic<bool>> reached(threads);
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    const int thread = at::get_thread_num();
+    if (thread >= 0 && thread < threads) reached[thread] = true;
+    // Hold the chunk briefly so one fast thread cannot take every chunk.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  return static_cast<int>(std::count(reached.begin(), reached.end(), true));
+}
 
 }  // namespace gptq::backend

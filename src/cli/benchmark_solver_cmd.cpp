@@ -92,6 +92,11 @@ int run(const Options& options) {
   spdlog::info("benchmarking the solver on a {}x{} layer, {} samples ({} runs)", problem.rows,
                problem.cols, problem.samples, problem.repeat);
   const solver::SolverBenchmarkResult r = solver::run_solver_benchmark(problem);
+  if (r.parallel_threads < r.threads) {
+    spdlog::warn("this build's own parallel loops reach {} of {} threads (built without libtorch's "
+                 "OpenMP?): timings are not representative",
+                 r.parallel_threads, r.threads);
+  }
   if (!options.json) {
     print_table(problem, r);
     return 0;
@@ -104,7 +109,7 @@ int run(const Options& options) {
       {"floor_cholesky_s", r.cholesky_s}, {"floor_inverse_s", r.floor_inverse_s},
       {"floor_upper_cholesky_s", r.floor_upper_cholesky_s}, {"floor_gemm_s", r.floor_gemm_s},
       {"floor_s", r.floor_s}, {"loss", r.loss}, {"damp_used", r.damp_used}, {"device", r.device},
-      {"threads", r.threads}, {"libtorch", r.libtorch}};
+      {"threads", r.threads}, {"parallel_threads", r.parallel_threads}, {"libtorch", r.libtorch}};
   std::cout << report.dump() << std::endl;
   return 0;
 }

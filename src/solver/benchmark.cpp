@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "gptq/backend/device.h"
 #include "gptq/core/error.h"
 #include "gptq/solver/factorization.h"
 #include "gptq/solver/gptq.h"
@@ -96,6 +97,7 @@ SolverBenchmarkResult run_solver_benchmark(const SolverBenchmarkOptions& options
                    result.floor_gemm_s;
   result.device = options.device.str();
   result.threads = at::get_num_threads();
+  result.parallel_threads = backend::parallel_for_threads();
   result.libtorch = TORCH_VERSION;
   return result;
 }

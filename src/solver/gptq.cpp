@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "block_kernel.h"
+#include "column_order.h"
 #include "gptq/core/error.h"
 #include "gptq/solver/factorization.h"
 #include "gptq_impl.h"
@@ -16,23 +17,32 @@ namespace gptq::solver {
 namespace {
 
 using detail::BlockLoop;
+using detail::gather_solve_order;
+using detail::permute_symmetric;
+using detail::scatter_original_order;
 
 // Relative asymmetry of H tolerated (rounding of a full X^T X GEMM is ~1e-7).
 constexpr double kSymmetryTolerance = 1e-4;
 
-// max |H - H^T| and whether every entry is finite, in one tiled pass (CPU).
-std::pair<double, bool> asymmetry_and_finite_cpu(const at::Tensor& H) {
+struct HessianSummary {
+  double asymmetry = 0;  // max |H - H^T|
+  double max_abs = 0;    // max |H|
+  bool finite = true;
+};
+
+// The summary in one tiled pass (CPU): each task reads a tile row and the
+// mirrored tile column while both stay in cache.
+HessianSummary summarize_hessian_cpu(const at::Tensor& H) {
   const at::Tensor Hc = H.contiguous();
   const float* data = Hc.data_ptr<float>();
   const int64_t n = Hc.size(0);
   constexpr int64_t kTile = 64;
   const int64_t n_tiles = (n + kTile - 1) / kTile;
-  std::vector<double> tile_max(n_tiles, 0.0);
-  std::vector<char> tile_finite(n_tiles, 1);
+  std::vector<HessianSummary> tiles(n_tiles);
   at::parallel_for(0, n_tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t tile_row = begin; tile_row < end; ++tile_row) {
       const int64_t row0 = tile_row * kTile, row1 = std::min(row0 + kTile, n);
-      float worst = 0;
+      float worst = 0, largest = 0;
       bool finite = true;
       for (int64_t col0 = 0; col0 <= row0; col0 += kTile) {
         for (int64_t row = row0; row < row1; ++row) {
@@ -41,15 +51,30 @@ std::pair<double, bool> asymmetry_and_finite_cpu(const at::Tensor& H) {
             const float lower = data[row * n + col], upper = data[col * n + row];
             finite = finite && std::isfinite(lower) && std::isfinite(upper);
             worst = std::max(worst, std::abs(lower - upper));
+            largest = std::max({largest, std::abs(lower), std::abs(upper)});
           }
         }
       }
-      tile_max[tile_row] = worst;
-      tile_finite[tile_row] = finite;
+      tiles[tile_row] = {worst, largest, finite};
     }
   });
-  const bool finite = std::all_of(tile_finite.begin(), tile_finite.end(), [](char f) { return f; });
-  return {*std::max_element(tile_max.begin(), tile_max.end()), finite};
+  HessianSummary total;
+  for (const HessianSummary& tile : tiles) {
+    total.asymmetry = std::max(total.asymmetry, tile.asymmetry);
+    total.max_abs = std::max(total.max_abs, tile.max_abs);
+    total.finite = total.finite && tile.finite;
+  }
+  return total;
+}
+
+HessianSummary summarize_hessian(const at::Tensor& H) {
+  if (H.is_cpu()) return summarize_hessian_cpu(H);
+  HessianSummary summary;
+  summary.finite = at::isfinite(H).all().item<bool>();
+  if (!summary.finite) return summary;
+  summary.asymmetry = (H - H.t()).abs().max().item<double>();
+  summary.max_abs = H.abs().max().item<double>();
+  return summary;
 }
 
 void check_inputs(const at::Tensor& W, const at::Tensor& H, const GptqConfig& config) {
@@ -70,38 +95,11 @@ void check_inputs(const at::Tensor& W, const at::Tensor& H, const GptqConfig& co
   GPTQ_CHECK(H.scalar_type() == at::kFloat, "hessian must be float32, got ", H.scalar_type());
   GPTQ_CHECK(H.device() == W.device(), "hessian is on ", H.device(), " but the weight on ",
              W.device());
-  double asymmetry = 0;
-  bool finite = true;
-  if (H.is_cpu()) {
-    std::tie(asymmetry, finite) = asymmetry_and_finite_cpu(H);
-  } else {
-    finite = at::isfinite(H).all().item<bool>();
-    if (finite) asymmetry = (H - H.t()).abs().max().item<double>();
-  }
-  GPTQ_CHECK(finite, "hessian has NaN or Inf entries");
-  const double scale = H.abs().max().item<double>();
-  GPTQ_CHECK(asymmetry <= kSymmetryTolerance * scale, "hessian is not symmetric (max |H - H^T| = ",
-             asymmetry, ", max |H| = ", scale, ")");
-}
-
-// H[p][:, p] in one pass on CPU (rows gathered whole, columns from cache).
-at::Tensor permute_symmetric(const at::Tensor& H, const at::Tensor& perm) {
-  if (!H.is_cpu()) return H.index_select(0, perm).index_select(1, perm);
-  const at::Tensor Hc = H.contiguous();
-  const at::Tensor p = perm.to(at::kLong).contiguous();
-  const int64_t n = Hc.size(0);
-  at::Tensor out = at::empty_like(Hc);
-  const float* src = Hc.data_ptr<float>();
-  const int64_t* idx = p.data_ptr<int64_t>();
-  float* dst = out.data_ptr<float>();
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const float* src_row = src + idx[row] * n;
-      float* dst_row = dst + row * n;
-      for (int64_t col = 0; col < n; ++col) dst_row[col] = src_row[idx[col]];
-    }
-  });
-  return out;
+  const HessianSummary summary = summarize_hessian(H);
+  GPTQ_CHECK(summary.finite, "hessian has NaN or Inf entries");
+  GPTQ_CHECK(summary.asymmetry <= kSymmetryTolerance * summary.max_abs,
+             "hessian is not symmetric (max |H - H^T| = ", summary.asymmetry, ", max |H| = ",
+             summary.max_abs, ")");
 }
 
 struct Factor {
@@ -136,7 +134,8 @@ void set_group_params(const at::Tensor& columns, const QuantConfig& quant, int64
 }
 
 // One block with per-column tensor ops (any device). Same arithmetic as the
-// fused loop; W's block columns end as the dequantized values.
+// fused loop; W's block columns end as the dequantized values, codes is the
+// block's [rows, count] codes as floats.
 void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at::Tensor& scales,
                           const at::Tensor& zeros, const std::vector<int32_t>& column_group,
                           int maxq, int64_t col_start, at::Tensor& codes, at::Tensor& row_loss) {
@@ -152,7 +151,7 @@ void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at:
     const at::Tensor diff = w - deq;
     row_loss.add_(diff * diff / (d * d));
     const at::Tensor scaled_err = diff / d;
-    codes.select(1, col_start + col_idx).copy_(q);
+    codes.select(1, col_idx).copy_(q);
     if (col_idx + 1 < count) {
       W1.narrow(1, col_idx + 1, count - col_idx - 1)
           .sub_(scaled_err.unsqueeze(1) *
@@ -162,41 +161,59 @@ void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at:
   }
 }
 
-void run_block(BlockLoop loop, at::Tensor& W, const at::Tensor& hinv_block,
+// The solve's working tensors. Codes and Q reach their outputs by one of two
+// routes (block_kernel.h): the CPU kernel writes them at original columns and
+// turns delta's block into W0 - Q itself; the other loops leave Q in W and
+// codes in solve order, and the solver does the rest.
+struct SolveState {
+  at::Tensor W;            // solve order; a block's columns are updated before it runs
+  at::Tensor delta;        // W0 - Q of the solved columns (W0 on the running block)
+  at::Tensor codes;        // uint8 [rows, cols]
+  at::Tensor dequantized;  // Q in original order (CPU kernel route only)
+  at::Tensor row_loss;
+  const int64_t* out_columns = nullptr;  // host perm: original column of each solve column
+  bool original_order = false;           // the CPU kernel route
+};
+
+void run_block(BlockLoop loop, SolveState& state, const at::Tensor& hinv_block,
                const at::Tensor& scales, const at::Tensor& zeros,
-               const std::vector<int32_t>& column_group, int maxq, int64_t col_start,
-               at::Tensor& codes, at::Tensor& row_loss) {
+               const std::vector<int32_t>& column_group, int maxq, int64_t col_start) {
+  const int64_t count = hinv_block.size(0);
   if (loop == BlockLoop::kTensorOps) {
-    at::Tensor codes_float = codes.to(at::kFloat);
-    run_block_tensor_ops(W, hinv_block, scales, zeros, column_group, maxq, col_start, codes_float,
-                         row_loss);
-    codes.copy_(codes_float);
+    at::Tensor block_codes = state.codes.narrow(1, col_start, count);
+    at::Tensor codes_float = at::empty(block_codes.sizes(), state.W.options());
+    run_block_tensor_ops(state.W, hinv_block, scales, zeros, column_group, maxq, col_start,
+                         codes_float, state.row_loss);
+    block_codes.copy_(codes_float);
     return;
   }
   detail::BlockProblem problem;
-  problem.W = W.data_ptr<float>();
-  problem.n_rows = W.size(0);
-  problem.w_stride = W.size(1);
+  problem.W = state.W.data_ptr<float>();
+  problem.n_rows = state.W.size(0);
+  problem.w_stride = state.W.size(1);
   problem.col_start = col_start;
-  problem.n_block_cols = hinv_block.size(0);
+  problem.n_block_cols = count;
   problem.hinv_block = hinv_block.data_ptr<float>();
   problem.scales = scales.data_ptr<float>();
   problem.zeros = zeros.data_ptr<float>();
   problem.maxq = maxq;
-  problem.codes = codes.data_ptr<uint8_t>();
-  problem.row_loss = row_loss.data_ptr<float>();
-  if (W.is_cpu()) {
+  problem.codes = state.codes.data_ptr<uint8_t>();
+  problem.row_loss = state.row_loss.data_ptr<float>();
+  if (state.W.is_cpu()) {
     problem.column_group = column_group.data();
+    problem.delta = state.delta.data_ptr<float>();
+    problem.dequantized = state.dequantized.data_ptr<float>();
+    problem.out_columns = state.out_columns;
     detail::run_block_cpu(problem);
     return;
   }
 #ifdef GPTQ_WITH_CUDA_KERNELS
   const at::Tensor groups_device =
-      at::tensor(column_group, at::TensorOptions().dtype(at::kInt)).to(W.device());
+      at::tensor(column_group, at::TensorOptions().dtype(at::kInt)).to(state.W.device());
   problem.column_group = groups_device.data_ptr<int32_t>();
   detail::run_block_cuda(problem);
 #else
-  GPTQ_ASSERT(false, "fused block loop requested on ", W.device());
+  GPTQ_ASSERT(false, "fused block loop requested on ", state.W.device());
 #endif
 }
 
@@ -223,31 +240,31 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   const int64_t n_groups = (n_cols + group_size - 1) / group_size;
   const BlockLoop loop = resolve_loop(requested_loop, W_in, config.block_size);
 
-  at::Tensor W = W_in.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  GPTQ_CHECK(at::isfinite(W).all().item<bool>(), "weight has NaN or Inf entries");
-  const auto float_options = W.options();
-  at::Tensor scales = at::empty({n_groups, n_rows}, float_options);
-  at::Tensor zeros = at::empty({n_groups, n_rows}, float_options);
-  if (quant.group_size == -1) set_group_params(W, quant, 0, scales, zeros);
-
   const at::Tensor dead = H.diagonal() == 0;
-  W.masked_fill_(dead.unsqueeze(0), 0.0);
   const at::Tensor diag = at::where(dead, at::ones_like(H.diagonal()), H.diagonal());
-  if (config.static_groups) {
-    for (int64_t group = 0; group < n_groups; ++group) {
-      const int64_t start = group * group_size;
-      set_group_params(W.narrow(1, start, std::min(group_size, n_cols - start)), quant, group,
-                       scales, zeros);
-    }
-  }
-
   // Solve order: act-order sorts columns by descending diag(H).
   const at::Tensor perm = config.desc_act
       ? std::get<1>(at::sort(diag, /*stable=*/true, /*dim=*/0, /*descending=*/true))
       : at::arange(n_cols, H.options().dtype(at::kLong));
   const at::Tensor perm_host = perm.cpu();
   const int64_t* perm_data = perm_host.data_ptr<int64_t>();
-  if (config.desc_act) W = W.index_select(1, perm).contiguous();
+  // W in solve order, dead columns zeroed (checked finite on the way).
+  at::Tensor W = gather_solve_order(W_in, perm, dead);
+
+  const auto float_options = W.options();
+  at::Tensor scales = at::empty({n_groups, n_rows}, float_options);
+  at::Tensor zeros = at::empty({n_groups, n_rows}, float_options);
+  // Row grids ignore column order but, as in the reference, see W before
+  // dead columns are zeroed.
+  if (quant.group_size == -1) set_group_params(W_in.to(at::kFloat), quant, 0, scales, zeros);
+  if (config.static_groups) {
+    const at::Tensor original = W_in.to(at::kFloat).masked_fill(dead.unsqueeze(0), 0.0);
+    for (int64_t group = 0; group < n_groups; ++group) {
+      const int64_t start = group * group_size;
+      set_group_params(original.narrow(1, start, std::min(group_size, n_cols - start)), quant,
+                       group, scales, zeros);
+    }
+  }
 
   at::Tensor H_reversed = permute_symmetric(H, perm.flip(0));
   H_reversed.diagonal().masked_fill_(dead.index_select(0, perm.flip(0)), 1.0);
@@ -269,10 +286,22 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   // A dynamic group that starts in the block and ends past it takes its grid
   // from the updated columns up to its end (the reference's W at that
   // moment), so the update then spans to the group's end.
-  at::Tensor codes = at::empty({n_rows, n_cols}, float_options.dtype(at::kByte));
-  at::Tensor row_loss = at::zeros({n_rows}, float_options);
-  at::Tensor delta = at::empty({n_rows, n_cols}, float_options);  // W0 - Q, solved columns
+  SolveState state;
+  state.W = std::move(W);
+  state.delta = at::empty({n_rows, n_cols}, float_options);
+  state.codes = at::empty({n_rows, n_cols}, float_options.dtype(at::kByte));
+  state.row_loss = at::zeros({n_rows}, float_options);
+  state.original_order = loop == BlockLoop::kFused && state.W.is_cpu();
+  if (state.original_order) {
+    state.dequantized = at::empty({n_rows, n_cols}, float_options);
+    state.out_columns = perm_data;
+  }
   const bool dynamic_groups = quant.group_size > 0 && !config.static_groups;
+  // Each block's pull of earlier errors and, when a group runs past the
+  // block, the updated copy of that longer span: reused block after block.
+  const int64_t max_span = config.block_size + (dynamic_groups ? group_size : 0);
+  at::Tensor pull_buffer =
+      at::empty({n_rows * max_span * (dynamic_groups ? 2 : 1)}, float_options);
   for (int64_t block_start = 0; block_start < n_cols; block_start += config.block_size) {
     const int64_t block_end = std::min(block_start + config.block_size, n_cols);
     const int64_t count = block_end - block_start;
@@ -286,14 +315,24 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
     const int64_t span = span_end - block_start;
     const at::Tensor U_span =
         upper_triangular_inverse(R.narrow(0, block_start, span).narrow(1, block_start, span));
-    at::Tensor W_block = W.narrow(1, block_start, count);
-    delta.narrow(1, block_start, count).copy_(W_block);
-    at::Tensor current = W.narrow(1, block_start, span);
+    at::Tensor W_block = state.W.narrow(1, block_start, count);
+    at::Tensor delta_block = state.delta.narrow(1, block_start, count);
+    delta_block.copy_(W_block);
+    at::Tensor current = state.W.narrow(1, block_start, span);
     if (block_start > 0) {
-      const at::Tensor earlier_error =
-          delta.narrow(1, 0, block_start).mm(R.narrow(0, 0, block_start).narrow(1, block_start, span));
-      current = current.addmm(earlier_error, U_span);
-      W_block.copy_(current.narrow(1, 0, count));
+      at::Tensor earlier_error = pull_buffer.narrow(0, 0, n_rows * span).view({n_rows, span});
+      at::mm_out(earlier_error, state.delta.narrow(1, 0, block_start),
+                 R.narrow(0, 0, block_start).narrow(1, block_start, span));
+      if (span == count) {
+        W_block.addmm_(earlier_error, U_span);  // in place: W's row stride suits BLAS
+      } else {
+        // Columns past the block get their own pull later: update a copy.
+        at::Tensor updated =
+            pull_buffer.narrow(0, n_rows * span, n_rows * span).view({n_rows, span});
+        at::addmm_out(updated, current, earlier_error, U_span);
+        W_block.copy_(updated.narrow(1, 0, count));
+        current = updated;
+      }
     }
     if (dynamic_groups) {
       for (int64_t start = first_group; start < block_end; start += group_size) {
@@ -304,13 +343,14 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
     const at::Tensor hinv_block = U_span.narrow(0, 0, count).narrow(1, 0, count).contiguous();
     const std::vector<int32_t> block_groups(column_group.begin() + block_start,
                                             column_group.begin() + block_end);
-    run_block(loop, W, hinv_block, scales, zeros, block_groups, maxq, block_start, codes, row_loss);
-    delta.narrow(1, block_start, count).sub_(W_block);
+    run_block(loop, state, hinv_block, scales, zeros, block_groups, maxq, block_start);
+    if (!state.original_order) delta_block.sub_(W_block);
   }
-  delta = at::Tensor();
+  state.delta = at::Tensor();
+  pull_buffer = at::Tensor();
 
   QuantizedWeight result;
-  result.loss = row_loss.sum().item<double>() / 2;
+  result.loss = state.row_loss.sum().item<double>() / 2;
   result.damp_used = factor.damp;
   if (!std::isfinite(result.loss) || !at::isfinite(scales).all().item<bool>()) {
     throw NumericalError("gptq produced a non-finite loss or scale (weights or hessian out of range)");
@@ -318,16 +358,19 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   at::Tensor g_idx = at::empty({n_cols}, at::kInt);
   int32_t* g_idx_data = g_idx.data_ptr<int32_t>();
   for (int64_t col = 0; col < n_cols; ++col) g_idx_data[perm_data[col]] = column_group[col];
-  if (config.desc_act) {
-    const at::Tensor inverse = at::argsort(perm);
-    codes = codes.index_select(1, inverse);
-    W = W.index_select(1, inverse);
+  if (state.original_order) {
+    result.codes = std::move(state.codes);
+    result.dequantized = std::move(state.dequantized);
+  } else if (config.desc_act) {
+    result.codes = scatter_original_order(state.codes, perm);
+    result.dequantized = scatter_original_order(state.W, perm);
+  } else {
+    result.codes = std::move(state.codes);
+    result.dequantized = std::move(state.W);
   }
-  result.codes = codes;
-  result.dequantized = W;
   result.scales = scales;
   result.zeros = zeros.to(at::kInt);
-  result.g_idx = g_idx.to(W.device());
+  result.g_idx = g_idx.to(result.dequantized.device());
   return result;
 }
 

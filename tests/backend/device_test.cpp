@@ -29,5 +29,11 @@ TEST(Device, MissingAcceleratorIsUnsupported) {
   if (!at::hasMPS()) EXPECT_THROW(resolve_device("mps"), UnsupportedError);
 }
 
+// A build that compiles our sources without libtorch's OpenMP still runs, but
+// every parallel loop of ours (the GPTQ block kernel among them) on one thread.
+TEST(Device, OwnParallelLoopsReachEveryThread) {
+  EXPECT_EQ(parallel_for_threads(), cpu_threads());
+}
+
 }  // namespace
 }  // namespace gptq::backend

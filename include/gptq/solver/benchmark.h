@@ -39,6 +39,7 @@ struct SolverBenchmarkResult {
   double damp_used = 0;
   std::string device;
   int threads = 0;
+  int parallel_threads = 0;           // threads our own parallel loops reach
   std::string libtorch;
 };
 
