@@ -15,29 +15,15 @@ constexpr int64_t kRowGrain = 16;
 
 at::Tensor host_indices(const at::Tensor& perm) { return perm.to(at::kLong).contiguous(); }
 
-template <typename T>
-void scatter_rows(const at::Tensor& X, const int64_t* perm, at::Tensor& out) {
-  const int64_t n_rows = X.size(0), n_cols = X.size(1);
-  const T* src = X.data_ptr<T>();
-  T* dst = out.data_ptr<T>();
-  at::parallel_for(0, n_rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const T* src_row = src + row * n_cols;
-      T* dst_row = dst + row * n_cols;
-      for (int64_t col = 0; col < n_cols; ++col) dst_row[perm[col]] = src_row[col];
-    }
-  });
-}
-
 }  // namespace
 
 at::Tensor gather_solve_order(const at::Tensor& W, const at::Tensor& perm, const at::Tensor& dead) {
+  GPTQ_ASSERT(W.scalar_type() == at::kFloat);
   if (!W.is_cpu()) {
     GPTQ_CHECK(at::isfinite(W).all().item<bool>(), "weight has NaN or Inf entries");
-    at::Tensor out = W.to(at::kFloat).index_select(1, perm);
-    return out.masked_fill_(dead.index_select(0, perm).unsqueeze(0), 0.0);
+    return W.index_select(1, perm).masked_fill_(dead.index_select(0, perm).unsqueeze(0), 0.0);
   }
-  const at::Tensor source = W.to(at::kFloat).contiguous();
+  const at::Tensor source = W.contiguous();
   const at::Tensor order = host_indices(perm);
   const at::Tensor dead_in_order = dead.index_select(0, perm).to(at::kBool).contiguous();
   const int64_t n_rows = source.size(0), n_cols = source.size(1);
@@ -65,16 +51,7 @@ at::Tensor gather_solve_order(const at::Tensor& W, const at::Tensor& perm, const
 }
 
 at::Tensor scatter_original_order(const at::Tensor& X, const at::Tensor& perm) {
-  if (!X.is_cpu()) return X.index_select(1, at::argsort(perm));
-  const at::Tensor source = X.contiguous();
-  const at::Tensor order = host_indices(perm);
-  at::Tensor out = at::empty_like(source);
-  switch (source.scalar_type()) {
-    case at::kFloat: scatter_rows<float>(source, order.data_ptr<int64_t>(), out); break;
-    case at::kByte: scatter_rows<uint8_t>(source, order.data_ptr<int64_t>(), out); break;
-    default: return X.index_select(1, at::argsort(perm));
-  }
-  return out;
+  return X.index_select(1, at::argsort(perm));
 }
 
 at::Tensor permute_symmetric(const at::Tensor& H, const at::Tensor& perm) {

@@ -249,16 +249,17 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   const at::Tensor perm_host = perm.cpu();
   const int64_t* perm_data = perm_host.data_ptr<int64_t>();
   // W in solve order, dead columns zeroed (checked finite on the way).
-  at::Tensor W = gather_solve_order(W_in, perm, dead);
+  const at::Tensor W_float = W_in.to(at::kFloat);
+  at::Tensor W = gather_solve_order(W_float, perm, dead);
 
   const auto float_options = W.options();
   at::Tensor scales = at::empty({n_groups, n_rows}, float_options);
   at::Tensor zeros = at::empty({n_groups, n_rows}, float_options);
   // Row grids ignore column order but, as in the reference, see W before
   // dead columns are zeroed.
-  if (quant.group_size == -1) set_group_params(W_in.to(at::kFloat), quant, 0, scales, zeros);
+  if (quant.group_size == -1) set_group_params(W_float, quant, 0, scales, zeros);
   if (config.static_groups) {
-    const at::Tensor original = W_in.to(at::kFloat).masked_fill(dead.unsqueeze(0), 0.0);
+    const at::Tensor original = W_float.masked_fill(dead.unsqueeze(0), 0.0);
     for (int64_t group = 0; group < n_groups; ++group) {
       const int64_t start = group * group_size;
       set_group_params(original.narrow(1, start, std::min(group_size, n_cols - start)), quant,
