@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -14,19 +15,38 @@
 namespace gptq::backend {
 namespace {
 
+bool all_digits(const std::string& text) {
+  return !text.empty() && text.size() <= 4 && text.find_first_not_of("0123456789") == std::string::npos;
+}
+
 int parse_cuda_index(const std::string& spec) {
   if (spec == "cuda") return 0;
   const std::string digits = spec.substr(5);
-  GPTQ_CHECK(!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos,
-             "--device '", spec, "': expected cuda or cuda:N");
+  GPTQ_CHECK(all_digits(digits), "--device '", spec, "': expected cuda or cuda:N");
   return std::stoi(digits);
+}
+
+c10::Device cuda_device(const std::string& spec, int index) {
+  GPTQ_CHECK_SUPPORTED(at::hasCUDA(), "--device ", spec,
+                       ": CUDA is not available (no GPU, or libtorch built without CUDA)");
+  GPTQ_CHECK_SUPPORTED(index < static_cast<int>(at::getNumGPUs()), "--device ", spec, ": only ",
+                       at::getNumGPUs(), " CUDA device(s) present");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+// torchrun and other launchers give each process its GPU as LOCAL_RANK.
+int local_rank_or_zero() {
+  const char* value = std::getenv("LOCAL_RANK");
+  if (value == nullptr || *value == '\0') return 0;
+  GPTQ_CHECK(all_digits(value), "LOCAL_RANK='", value, "' is not a non-negative integer");
+  return std::stoi(value);
 }
 
 }  // namespace
 
 c10::Device resolve_device(const std::string& spec) {
   if (spec == "auto") {
-    if (at::hasCUDA()) return c10::Device(c10::kCUDA, 0);
+    if (at::hasCUDA()) return cuda_device("auto (LOCAL_RANK)", local_rank_or_zero());
     if (at::hasMPS()) return c10::Device(c10::kMPS);
     return c10::Device(c10::kCPU);
   }
@@ -36,14 +56,27 @@ c10::Device resolve_device(const std::string& spec) {
     return c10::Device(c10::kMPS);
   }
   if (spec.rfind("cuda", 0) == 0 && (spec.size() == 4 || spec[4] == ':')) {
-    const int index = parse_cuda_index(spec);
-    GPTQ_CHECK_SUPPORTED(at::hasCUDA(), "--device ", spec,
-                         ": CUDA is not available (no GPU, or libtorch built without CUDA)");
-    GPTQ_CHECK_SUPPORTED(index < static_cast<int>(at::getNumGPUs()), "--device ", spec,
-                         ": only ", at::getNumGPUs(), " CUDA device(s) present");
-    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+    return cuda_device(spec, parse_cuda_index(spec));
   }
   throw InputError("--device '" + spec + "': expected auto, cpu, cuda, cuda:N or mps");
+}
+
+c10::ScalarType resolve_dtype(const std::string& spec, c10::ScalarType checkpoint_dtype,
+                              const c10::Device& device) {
+  if (spec == "fp32" || spec == "float32") return c10::kFloat;
+  if (spec == "bf16" || spec == "bfloat16") return c10::kBFloat16;
+  if (spec == "fp16" || spec == "float16") return c10::kHalf;
+  GPTQ_CHECK(spec == "auto", "--dtype '", spec, "': expected auto, fp32, bf16 or fp16");
+  if (checkpoint_dtype == c10::kHalf && device.is_cpu()) return c10::kFloat;
+  return checkpoint_dtype;
+}
+
+ComputeContext resolve_compute(const std::string& device_spec, const std::string& dtype_spec,
+                               c10::ScalarType checkpoint_dtype) {
+  ComputeContext context;
+  context.device = resolve_device(device_spec);
+  context.dtype = resolve_dtype(dtype_spec, checkpoint_dtype, context.device);
+  return context;
 }
 
 std::string device_name(const c10::Device& device) { return device.str(); }

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -21,14 +22,15 @@ class GroupHessians {
  public:
   explicit GroupHessians(PhaseTimes& times) : times_(times) {}
 
-  void add(int group_index, const at::Tensor& input_chunk) {
+  // Every row of input.x counts, whether a whole chunk or a subset of its tokens.
+  void add(int group_index, const model::GroupInput& input) {
     const auto start = std::chrono::steady_clock::now();
     auto found = accumulators_.find(group_index);
     if (found == accumulators_.end()) {
-      solver::HessianAccumulator fresh(input_chunk.size(-1), input_chunk.device());
+      solver::HessianAccumulator fresh(input.x.size(-1), input.x.device());
       found = accumulators_.emplace(group_index, std::move(fresh)).first;
     }
-    found->second.add(input_chunk);
+    found->second.add(input.x);
     times_.hessian_s += seconds_since(start);
   }
 
@@ -52,22 +54,22 @@ class GroupHessians {
 // Single pass: accumulate over all chunks, then solve and swap before the group runs.
 class SolvingObserver : public model::GroupObserver {
  public:
-  SolvingObserver(const solver::GptqConfig& config, const LinearSink& sink, PhaseTimes& times)
-      : config_(config), sink_(sink), times_(times), hessians_(times) {}
+  SolvingObserver(const SolveContext& context, const LinearSink& sink, PhaseTimes& times)
+      : context_(context), sink_(sink), times_(times), hessians_(times) {}
 
-  void observe(int group_index, const at::Tensor& input_chunk) override {
-    hessians_.add(group_index, input_chunk);
+  void observe(int group_index, const model::GroupInput& input) override {
+    hessians_.add(group_index, input);
   }
 
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
                     model::BlockWeights& weights) override {
     int64_t n_rows = 0;
     at::Tensor H = hessians_.take(group_index, n_rows);
-    quantize_group(linear_names, H, n_rows, config_, weights, sink_, times_);
+    quantize_group(linear_names, H, n_rows, context_, weights, sink_, times_);
   }
 
  private:
-  const solver::GptqConfig& config_;
+  const SolveContext& context_;
   const LinearSink& sink_;
   PhaseTimes& times_;
   GroupHessians hessians_;
@@ -78,8 +80,8 @@ class CollectingObserver : public model::GroupObserver {
  public:
   explicit CollectingObserver(PhaseTimes& times) : hessians_(times) {}
 
-  void observe(int group_index, const at::Tensor& input_chunk) override {
-    hessians_.add(group_index, input_chunk);
+  void observe(int group_index, const model::GroupInput& input) override {
+    hessians_.add(group_index, input);
   }
 
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
@@ -102,53 +104,106 @@ class CollectingObserver : public model::GroupObserver {
   std::map<int, Collected> groups_;
 };
 
-LinearResult skipped(const std::string& name, const at::Tensor& W) {
+LinearResult skipped(const std::string& name, const at::Tensor& W, std::string reason) {
   LinearResult result;
   result.name = name;
   result.rows = W.size(0);
   result.cols = W.size(1);
   result.quantized = false;
+  result.skip_reason = std::move(reason);
   return result;
+}
+
+// Linears of one group that run as one stacked solve: same scheme.
+struct Stack {
+  solver::Scheme scheme;
+  std::vector<std::string> names;
+};
+
+// The group's quantized linears, split by the scheme the solver runs;
+// the others go straight to the sink as skipped.
+std::vector<Stack> plan_stacks(const std::vector<std::string>& linear_names, const SolveContext& context,
+                               const model::BlockWeights& weights, const LinearSink& sink) {
+  std::vector<Stack> stacks;
+  for (const auto& name : linear_names) {
+    const at::Tensor& W = weights.at(name + ".weight");
+    const std::optional<solver::Scheme> scheme = context.schemes->resolve(context.layer_prefix + name);
+    if (!scheme) {
+      sink(skipped(name, W, "kept in full precision by the scheme"));
+      continue;
+    }
+    if (auto why = context.format->cannot_store(W.size(0), W.size(1), *scheme)) {
+      sink(skipped(name, W, *why));
+      continue;
+    }
+    const solver::Scheme solver_scheme = context.format->solver_scheme(*scheme);
+    auto same = std::find_if(stacks.begin(), stacks.end(),
+                             [&](const Stack& stack) { return stack.scheme == solver_scheme; });
+    if (same == stacks.end()) {
+      stacks.push_back({solver_scheme, {name}});
+    } else {
+      same->names.push_back(name);
+    }
+  }
+  return stacks;
+}
+
+// Solves one stack: the weights stacked row-wise, one solve, split back.
+void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows,
+                 const SolveContext& context, model::BlockWeights& weights, const LinearSink& sink,
+                 PhaseTimes& times) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<at::Tensor> parts;
+  for (const auto& name : stack.names) parts.push_back(weights.at(name + ".weight"));
+  const at::Tensor W = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
+  solver::GptqConfig config = context.gptq;
+  config.quant = stack.scheme.quant;
+  solver::QuantizedWeight solved;
+  try {
+    solved = H.defined() ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
+  } catch (...) {
+    std::string names;
+    for (const auto& name : stack.names) names += (names.empty() ? "" : "+") + name;
+    rethrow_with_context(context.layer_prefix + names);
+  }
+  const double elapsed = seconds_since(start);
+  times.solve_s += elapsed;
+  int64_t row_start = 0;
+  for (size_t part_idx = 0; part_idx < parts.size(); ++part_idx) {
+    at::Tensor& target = weights.tensors.at(stack.names[part_idx] + ".weight");
+    const int64_t n_rows = target.size(0);
+    LinearResult result;
+    result.name = stack.names[part_idx];
+    result.rows = n_rows;
+    result.cols = target.size(1);
+    result.quantized = true;
+    result.loss = solved.row_loss.narrow(0, row_start, n_rows).sum().item<double>() / 2;
+    result.damp_used = solved.damp_used;
+    result.n_hessian_rows = n_hessian_rows;
+    result.n_stacked = static_cast<int>(parts.size());
+    result.n_zero_raised = solved.zero_raised.defined()
+                               ? solved.zero_raised.narrow(0, row_start, n_rows).sum().item<int64_t>()
+                               : 0;
+    result.scheme = stack.scheme;
+    result.solved.codes = solved.codes.narrow(0, row_start, n_rows);
+    result.solved.zeros = solved.zeros.narrow(1, row_start, n_rows);
+    result.solved.scales = solved.scales.narrow(1, row_start, n_rows);
+    result.solved.g_idx = solved.g_idx;
+    result.solve_s = elapsed * static_cast<double>(n_rows) / static_cast<double>(W.size(0));
+    target = solved.dequantized.narrow(0, row_start, n_rows).to(target.device(), target.scalar_type());
+    row_start += n_rows;
+    sink(std::move(result));
+  }
 }
 
 }  // namespace
 
-bool packable(int64_t rows, int64_t cols, int bits) {
-  const int64_t multiple = bits == 3 ? 32 : 32 / bits;
-  return rows % multiple == 0 && cols % multiple == 0;
-}
-
 void quantize_group(const std::vector<std::string>& linear_names, const at::Tensor& H,
-                    int64_t n_hessian_rows, const solver::GptqConfig& config,
+                    int64_t n_hessian_rows, const SolveContext& context,
                     model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times) {
-  for (const auto& name : linear_names) {
-    const auto start = std::chrono::steady_clock::now();
-    at::Tensor& W = weights.tensors.at(name + ".weight");
-    if (!packable(W.size(0), W.size(1), config.quant.bits)) {
-      sink(skipped(name, W));
-      continue;
-    }
-    solver::QuantizedWeight solved;
-    try {
-      solved = H.defined() ? solver::gptq_quantize(W, H, config)
-                           : solver::rtn_quantize(W, config.quant);
-    } catch (...) {
-      rethrow_with_context(name);
-    }
-    LinearResult result;
-    result.name = name;
-    result.rows = W.size(0);
-    result.cols = W.size(1);
-    result.quantized = true;
-    result.loss = solved.loss;
-    result.damp_used = solved.damp_used;
-    result.n_hessian_rows = n_hessian_rows;
-    result.packed = pack::pack_gptq(solved.codes, solved.zeros, solved.scales, solved.g_idx,
-                                    config.quant.bits);
-    W = solved.dequantized.to(W.device(), W.scalar_type());
-    result.solve_s = seconds_since(start);
-    times.solve_s += result.solve_s;
-    sink(std::move(result));
+  GPTQ_ASSERT(context.schemes != nullptr && context.format != nullptr, "solve context incomplete");
+  for (const Stack& stack : plan_stacks(linear_names, context, weights, sink)) {
+    solve_stack(stack, H, n_hessian_rows, context, weights, sink, times);
   }
 }
 
@@ -160,13 +215,13 @@ at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWei
   const double observed_before = times.hessian_s + times.solve_s;
   at::Tensor output;
   if (options.true_sequential) {
-    SolvingObserver observer(options.gptq, sink, times);
+    SolvingObserver observer(options.solve, sink, times);
     output = model::block_forward(config, weights, hidden, rope, &observer, options.block, stats);
   } else {
     CollectingObserver collector(times);
     model::block_forward(config, weights, hidden, rope, &collector, options.block, stats);
     for (const auto& [group_index, group] : collector.groups()) {
-      quantize_group(group.names, group.H, group.n_rows, options.gptq, weights, sink, times);
+      quantize_group(group.names, group.H, group.n_rows, options.solve, weights, sink, times);
     }
     output = model::block_forward(config, weights, hidden, rope, nullptr, options.block);
   }
@@ -175,12 +230,9 @@ at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWei
 }
 
 void quantize_block_rtn(const model::ModelConfig& config, model::BlockWeights& weights,
-                        const solver::QuantConfig& quant, const LinearSink& sink,
-                        PhaseTimes& times) {
-  solver::GptqConfig rtn;
-  rtn.quant = quant;
-  for (const auto& group : config.arch.sequential_groups) {
-    quantize_group(group, at::Tensor(), 0, rtn, weights, sink, times);
+                        const SolveContext& context, const LinearSink& sink, PhaseTimes& times) {
+  for (const auto& group : config.layer(weights.layer).groups) {
+    quantize_group(group.linears, at::Tensor(), 0, context, weights, sink, times);
   }
 }
 

@@ -7,15 +7,17 @@
 #include <optional>
 #include <set>
 
+#include "gptq/backend/device.h"
 #include "gptq/calib/block_runner.h"
 #include "gptq/calib/calibration.h"
-#include "gptq/calib/tokenizer.h"
+#include "gptq/tokenizer/tokenizer.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
 #include "gptq/core/progress.h"
 #include "gptq/io/safetensors.h"
 #include "gptq/model/perplexity.h"
 #include "gptq/pack/checkpoint_writer.h"
+#include "gptq/pack/format.h"
 #include "gptq/solver/solver.h"
 
 namespace gptq::calib {
@@ -40,6 +42,9 @@ void validate_options(const QuantizeOptions& options) {
              options.model_dir.string(), "' has no config.json");
   GPTQ_CHECK(options.gptq.damp_percent > 0 && options.gptq.damp_percent < 1,
              "--damp-percent must be in (0, 1), got ", options.gptq.damp_percent);
+  GPTQ_CHECK(!options.gptq.static_groups || options.gptq.quant.group_size > 0,
+             "--static-groups needs a positive --group-size (got ", options.gptq.quant.group_size,
+             "): with one group per row there is nothing to fix in advance");
   if (options.method == Method::kGptq) {
     GPTQ_CHECK(!options.calib_file.empty(),
                "quantize needs calibration text: pass --calib FILE (plain text, JSONL with "
@@ -70,13 +75,12 @@ class LinearLog {
     if (result.quantized) {
       std::snprintf(line, sizeof line, "[%*d/%d] %s %s bits=%d g=%d err=%.2e %.2fs", width_,
                     done_, total_, full_name.c_str(), shape_text(result).c_str(),
-                    options_.gptq.quant.bits, options_.gptq.quant.group_size, result.loss,
+                    result.scheme.quant.bits, result.scheme.quant.group_size, result.loss,
                     result.solve_s);
     } else {
-      std::snprintf(line, sizeof line,
-                    "[%*d/%d] %s %s kept in full precision (shape not packable at %d bits)",
-                    width_, done_, total_, full_name.c_str(), shape_text(result).c_str(),
-                    options_.gptq.quant.bits);
+      std::snprintf(line, sizeof line, "[%*d/%d] %s %s kept in full precision (%s)", width_,
+                    done_, total_, full_name.c_str(), shape_text(result).c_str(),
+                    result.skip_reason.c_str());
     }
     if (!options_.progress) {
       spdlog::debug("{}", line);
@@ -86,13 +90,22 @@ class LinearLog {
     } else {
       spdlog::info("{}", line);
     }
-    layers.push_back({{"name", full_name},
-                      {"shape", {result.rows, result.cols}},
-                      {"quantized", result.quantized},
-                      {"loss", result.loss},
-                      {"damp_used", result.damp_used},
-                      {"n_tokens", result.n_hessian_rows},
-                      {"seconds", result.solve_s}});
+    nlohmann::json entry = {{"name", full_name},
+                            {"shape", {result.rows, result.cols}},
+                            {"quantized", result.quantized},
+                            {"loss", result.loss},
+                            {"damp_used", result.damp_used},
+                            {"n_tokens", result.n_hessian_rows},
+                            {"seconds", result.solve_s}};
+    if (result.quantized) {
+      entry["bits"] = result.scheme.quant.bits;
+      entry["group_size"] = result.scheme.quant.group_size;
+      entry["zero_points_raised"] = result.n_zero_raised;
+      entry["solved_with"] = result.n_stacked;
+    } else {
+      entry["reason"] = result.skip_reason;
+    }
+    layers.push_back(std::move(entry));
   }
   void finish() { progress_.finish(); }
 
@@ -106,13 +119,13 @@ class LinearLog {
 
 at::Tensor calibration_ids(const QuantizeOptions& options, const model::ModelConfig& config,
                            nlohmann::json& report) {
-  std::optional<Tokenizer> tokenizer;
+  std::optional<tokenizer::Tokenizer> text_tokenizer;
   EncodeFn encode = [&](std::string_view text) {
     GPTQ_CHECK(fs::is_regular_file(options.model_dir / "tokenizer.json"), "calibration file '",
                options.calib_file.string(), "' is text but '", options.model_dir.string(),
                "' has no tokenizer.json (give pre-tokenized ids instead)");
-    if (!tokenizer) tokenizer.emplace(Tokenizer::from_model_dir(options.model_dir));
-    return tokenizer->encode(text, /*add_special_tokens=*/false);
+    if (!text_tokenizer) text_tokenizer.emplace(tokenizer::Tokenizer::from_model_dir(options.model_dir));
+    return text_tokenizer->encode(text, /*add_special_tokens=*/false);
   };
   CalibrationWindows windows =
       load_calibration(options.calib_file, encode, options.n_samples, options.seqlen, options.seed);
@@ -151,24 +164,55 @@ std::string streaming_note(const model::BlockStats& stats, int64_t max_held_byte
   return "MLP activations held (" + size + ", within " + budget + ")" + rest;
 }
 
+// The scheme of every linear, decided before any work: linears the format
+// cannot store stay in full precision; a group size that does not divide a
+// quantized linear's input width is refused (vLLM sizes scales as in / group).
+solver::SchemeResolver resolve_schemes(const QuantizeOptions& options, const model::ModelConfig& config,
+                                       const pack::OutputFormat& format) {
+  solver::SchemeResolver schemes(solver::Scheme{options.gptq.quant});
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    for (const auto& linear : config.layer(layer).linear_names()) {
+      const std::string full_name = config.layer_prefix(layer) + linear;
+      const std::vector<int64_t> shape = model::linear_shape(config, layer, linear);
+      const std::optional<solver::Scheme> scheme = schemes.resolve(full_name);
+      if (!scheme) continue;
+      if (auto why = format.cannot_store(shape[0], shape[1], *scheme)) {
+        schemes.keep_full_precision(full_name, *why);
+        continue;
+      }
+      const int group_size = scheme->quant.group_size;
+      GPTQ_CHECK(group_size <= 0 || shape[1] % group_size == 0, full_name, ": --group-size ",
+                 group_size, " does not divide its ", shape[1],
+                 " input columns (vLLM and GPTQModel need in_features % group_size == 0); use a "
+                 "group size that divides every linear's input width, or -1");
+    }
+  }
+  return schemes;
+}
+
+// A checkpoint that is already quantized is never quantized again.
+void refuse_quantized_source(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
+                             const fs::path& model_dir) {
+  GPTQ_CHECK(!config.quantization_method, "'", (model_dir / "config.json").string(),
+             "' describes an already quantized checkpoint (quantization_config.quant_method '",
+             config.quantization_method.value_or(""), "'); quantize the full-precision model");
+  for (const auto& name : checkpoint.names()) {
+    GPTQ_CHECK(!name.ends_with(".weight_scale_inv") && !name.ends_with(".weight_scale"), "'",
+               model_dir.string(), "' holds scaled low-precision weights ('", name,
+               "'); quantize the full-precision (bf16/fp16/fp32) model");
+  }
+}
+
 nlohmann::json settings_json(const QuantizeOptions& options) {
   const auto& g = options.gptq;
   return {{"bits", g.quant.bits},       {"group_size", g.quant.group_size},
           {"sym", g.quant.sym},         {"mse", g.quant.mse},
           {"desc_act", g.desc_act},     {"static_groups", g.static_groups},
           {"damp_percent", g.damp_percent}, {"true_sequential", options.true_sequential},
-          {"block_size", g.block_size}};
+          {"block_size", g.block_size}, {"format", options.format}};
 }
 
 }  // namespace
-
-c10::ScalarType resolve_compute_dtype(const std::string& name, c10::ScalarType checkpoint_dtype) {
-  if (name == "auto") return checkpoint_dtype;
-  if (name == "fp32" || name == "float32") return c10::kFloat;
-  if (name == "bf16" || name == "bfloat16") return c10::kBFloat16;
-  if (name == "fp16" || name == "float16") return c10::kHalf;
-  throw InputError("--dtype must be auto, fp32, bf16 or fp16, got '" + name + "'");
-}
 
 nlohmann::json run_quantize(const QuantizeOptions& options) {
   const auto total_start = Clock::now();
@@ -183,9 +227,14 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   auto phase_start = Clock::now();
   const model::ModelConfig config = model::load_model_config(options.model_dir);
   model::CheckpointWeightSource source(options.model_dir);
-  const c10::Device device = model::resolve_device(options.device);
-  const c10::ScalarType dtype = resolve_compute_dtype(options.dtype, config.torch_dtype);
-  pack::GptqCheckpointWriter writer(options.model_dir, options.output_dir, options.max_shard_bytes);
+  refuse_quantized_source(config, source.checkpoint(), options.model_dir);
+  const std::unique_ptr<pack::OutputFormat> format = pack::make_output_format(options.format);
+  const solver::SchemeResolver schemes = resolve_schemes(options, config, *format);
+  const backend::ComputeContext context =
+      backend::resolve_compute(options.device, options.dtype, config.torch_dtype);
+  const c10::Device device = context.device;
+  const c10::ScalarType dtype = context.dtype;
+  pack::CheckpointWriter writer(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
   report["device"] = device.str();
   report["dtype"] = model::dtype_to_hf_name(dtype);
   report["architecture"] = config.architecture;
@@ -204,23 +253,28 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   }
   const double calibration_s = seconds_since(phase_start);
 
-  const auto& linears = config.arch.linear_names();
-  LinearLog log(static_cast<int>(config.n_layers * linears.size()), options);
+  LinearLog log(static_cast<int>(config.n_linears()), options);
   nlohmann::json layers = nlohmann::json::array();
   std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
   PhaseTimes times;
   double write_s = 0;
-  BlockQuantizeOptions block_options{options.gptq, options.true_sequential, options.block};
+  BlockQuantizeOptions block_options;
+  block_options.solve = {&schemes, format.get(), options.gptq, ""};
+  block_options.true_sequential = options.true_sequential;
+  block_options.block = options.block;
   model::BlockStats block_stats;
+  int64_t zero_points_raised = 0;
 
   for (int layer = 0; layer < config.n_layers; ++layer) {
     const std::string prefix = config.layer_prefix(layer);
+    block_options.solve.layer_prefix = prefix;
     const LinearSink sink = [&](LinearResult&& result) {
       const std::string full_name = prefix + result.name;
       log.record(full_name, result, layers);
       if (!result.quantized) return;
+      zero_points_raised += result.n_zero_raised;
       const auto write_start = Clock::now();
-      writer.add_linear(full_name, result.packed);
+      writer.add_linear(full_name, result.solved, result.scheme);
       replaced.insert(full_name + ".weight");
       write_s += seconds_since(write_start);
     };
@@ -230,7 +284,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
         hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times,
                                      &block_stats);
       } else {
-        quantize_block_rtn(config, weights, options.gptq.quant, sink, times);
+        quantize_block_rtn(config, weights, block_options.solve, sink, times);
       }
     } catch (...) {
       log.finish();
@@ -251,25 +305,25 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   for (const auto& name : checkpoint.names()) {
     if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
   }
-  pack::GptqCheckpointSettings settings;
-  settings.bits = options.gptq.quant.bits;
-  settings.group_size = options.gptq.quant.group_size;
+  pack::RunSettings settings;
   settings.desc_act = options.method == Method::kGptq && options.gptq.desc_act;
-  settings.sym = options.gptq.quant.sym;
   settings.damp_percent = options.gptq.damp_percent;
   settings.true_sequential = options.true_sequential;
   settings.static_groups = options.gptq.static_groups;
-  settings.mse = options.gptq.quant.mse;
   settings.method = method_name(options.method);
-  for (const auto& entry : layers) {
-    if (!entry["quantized"].get<bool>()) settings.skipped_modules.push_back(entry["name"]);
+  const uint64_t output_bytes = writer.commit(schemes, settings);
+  if (zero_points_raised > 0) {
+    spdlog::info("{}: {} asymmetric group grid(s) had their zero point raised from 0 to 1 "
+                 "(GPTQ v1 readers need zero >= 1; --format gptq_v2 keeps them)",
+                 format->name(), zero_points_raised);
   }
-  const uint64_t output_bytes = writer.commit(settings);
   write_s += seconds_since(phase_start);
 
   const uint64_t input_bytes = checkpoint.total_bytes();
   const double total_s = seconds_since(total_start);
   report["layers"] = layers;
+  report["format"] = format->name();
+  report["zero_points_raised"] = zero_points_raised;
   report["sizes"] = {{"input_bytes", input_bytes}, {"output_bytes", output_bytes}};
   report["timings_s"] = {{"load", load_s},          {"calibration", calibration_s},
                          {"forward", times.forward_s}, {"hessian", times.hessian_s},

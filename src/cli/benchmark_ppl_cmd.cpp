@@ -9,8 +9,9 @@
 #include <sstream>
 
 #include "cli/command.h"
+#include "gptq/backend/device.h"
 #include "gptq/calib/gptq_weight_source.h"
-#include "gptq/calib/tokenizer.h"
+#include "gptq/tokenizer/tokenizer.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
 #include "gptq/core/progress.h"
@@ -80,8 +81,8 @@ std::vector<int64_t> read_ids(const Options& options) {
   GPTQ_CHECK(in.good(), "cannot read text file '", options.text, "'");
   std::stringstream text;
   text << in.rdbuf();
-  auto tokenizer = calib::Tokenizer::from_model_dir(options.model);
-  std::vector<int32_t> ids32 = tokenizer.encode(text.str(), /*add_special_tokens=*/true);
+  auto text_tokenizer = tokenizer::Tokenizer::from_model_dir(options.model);
+  std::vector<int32_t> ids32 = text_tokenizer.encode(text.str(), /*add_special_tokens=*/true);
   return std::vector<int64_t>(ids32.begin(), ids32.end());
 }
 
@@ -97,8 +98,10 @@ int run_benchmark_ppl(const Options& options) {
   model::PerplexityOptions ppl_options;
   ppl_options.seqlen = options.seqlen;
   ppl_options.max_windows = options.max_windows;
-  ppl_options.run.device = model::resolve_device(options.device);
-  ppl_options.run.dtype = model::resolve_dtype(options.dtype, config, ppl_options.run.device);
+  const backend::ComputeContext context =
+      backend::resolve_compute(options.device, options.dtype, config.torch_dtype);
+  ppl_options.run.device = context.device;
+  ppl_options.run.dtype = context.dtype;
   spdlog::info("perplexity of {} ({}, {} layers) on {} tokens, seqlen {}, {} {}", source->describe(),
                config.architecture, config.n_layers, ids.size(), options.seqlen,
                ppl_options.run.device.str(), model::dtype_to_hf_name(ppl_options.run.dtype));

@@ -1,6 +1,6 @@
 // gptq-quant benchmark solver: times the GPTQ solver on a seeded random layer
 // against the dense-BLAS floor measured in the same process (see
-// gptq/solver/benchmark.h for what each figure covers).
+// gptq/bench/solver_benchmark.h for what each figure covers).
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
@@ -9,9 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "gptq/backend/device.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
-#include "gptq/solver/benchmark.h"
+#include "gptq/bench/solver_benchmark.h"
 
 namespace gptq::cli {
 namespace {
@@ -47,21 +48,7 @@ void setup_options(CLI::App& app, Options& options) {
                "floor_s and its parts, loss, device, threads, libtorch and the problem");
 }
 
-c10::Device resolve_device(const std::string& name) {
-  if (name == "auto") {
-    if (at::hasCUDA()) return c10::Device(c10::kCUDA);
-    if (at::hasMPS()) return c10::Device(c10::kMPS);
-    return c10::Device(c10::kCPU);
-  }
-  GPTQ_CHECK(name == "cpu" || name.rfind("cuda", 0) == 0 || name == "mps",
-             "--device must be cpu, cuda, mps or auto, got '", name, "'");
-  const c10::Device device(name);
-  GPTQ_CHECK(!device.is_cuda() || at::hasCUDA(), "--device ", name, ": no CUDA device available");
-  GPTQ_CHECK(!device.is_mps() || at::hasMPS(), "--device mps: MPS is not available");
-  return device;
-}
-
-void print_table(const solver::SolverBenchmarkOptions& problem, const solver::SolverBenchmarkResult& r) {
+void print_table(const bench::SolverBenchmarkOptions& problem, const bench::SolverBenchmarkResult& r) {
   std::printf("solver benchmark: %lldx%lld, %lld samples, %d-bit g%d%s on %s, %d threads, libtorch %s, "
               "median of %d\n",
               static_cast<long long>(problem.rows), static_cast<long long>(problem.cols),
@@ -79,19 +66,19 @@ void print_table(const solver::SolverBenchmarkOptions& problem, const solver::So
 }
 
 int run(const Options& options) {
-  solver::SolverBenchmarkOptions problem;
+  bench::SolverBenchmarkOptions problem;
   problem.rows = options.size > 0 ? options.size : options.rows;
   problem.cols = options.size > 0 ? options.size : options.cols;
   problem.samples = options.samples;
   problem.bits = options.bits;
   problem.group_size = options.group_size;
   problem.desc_act = options.desc_act;
-  problem.device = resolve_device(options.device);
+  problem.device = backend::resolve_device(options.device);
   problem.repeat = options.repeat;
   problem.seed = options.seed;
   spdlog::info("benchmarking the solver on a {}x{} layer, {} samples ({} runs)", problem.rows,
                problem.cols, problem.samples, problem.repeat);
-  const solver::SolverBenchmarkResult r = solver::run_solver_benchmark(problem);
+  const bench::SolverBenchmarkResult r = bench::run_solver_benchmark(problem);
   if (r.parallel_threads < r.threads) {
     spdlog::warn("this build's own parallel loops reach {} of {} threads (built without libtorch's "
                  "OpenMP?): timings are not representative",

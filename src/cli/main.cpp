@@ -16,7 +16,9 @@ constexpr const char* kDescription =
 
 constexpr const char* kFooter =
     "\nRun 'gptq-quant <subcommand> --help' for its options. Exit status: 0 ok,\n"
-    "1 runtime failure, 2 usage or input error.";
+    "2 usage or input error (fix the input), 1 a failure on valid input: 'numerical\n"
+    "failure: ...' (a NaN Hessian, Cholesky failing after every damping retry) or\n"
+    "'runtime failure: ...' (I/O, memory, a bug).";
 
 }  // namespace
 
@@ -61,12 +63,13 @@ int main(int argc, char** argv) {
       if (command.app->parsed()) return command.run();
     }
   } catch (const gptq::Error& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", e.describe());
     return e.exit_code();
   } catch (const std::exception& e) {
+    // libtorch's c10::Error (out of memory, a kernel failure) carries a backtrace.
     std::string message = e.what();
     if (auto eol = message.find('\n'); eol != std::string::npos) message.resize(eol);
-    spdlog::error("{}", message);
+    spdlog::error("runtime failure: {}", message);
     return 1;
   }
   return 2;

@@ -5,6 +5,7 @@
 #include "cli/quantize_common.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/pack/format.h"
 
 namespace gptq::cli {
 namespace {
@@ -23,9 +24,16 @@ much more accurate; --mse searches each group's clip range (slower solves);
 forward per block, usually a little worse).
 
 Output: a GPTQ v1 checkpoint (qweight/qzeros/scales/g_idx per linear, config.json
-with quantization_config) that GPTQModel, vLLM and transformers load; written
+with quantization_config) that GPTQModel, vLLM and transformers load, or with
+--format gptq_v2 the same tensors with exact zero points (GPTQModel); written
 under a temporary name beside --output and renamed at the end. An existing
---output is refused (exit 2).
+--output is refused (exit 2). v1 stores zero - 1, which vLLM and AutoGPTQ
+misread for an asymmetric zero of 0, so --asym runs in v1 raise such zeros to
+1 (that group's step gets 1/(2^bits - 2) coarser; the report counts them).
+
+--group-size must divide the input width of every quantized linear (vLLM
+and GPTQModel need it); linears whose shape the format cannot pack at --bits
+stay in full precision (listed as "dynamic" exclusions in the config).
 
 Example:
   gptq-quant quantize --model ./Llama-3.2-1B --output ./Llama-3.2-1B-gptq \
@@ -49,6 +57,11 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
       ->capture_default_str();
   app.add_option("--dtype", job.dtype,
                  "compute dtype: auto (the checkpoint's), bf16, fp16, fp32; Hessians are fp32")
+      ->capture_default_str();
+  app.add_option("--format", job.format,
+                 "output format: gptq (GPTQ v1: vLLM, transformers, GPTQModel; asymmetric zero "
+                 "points kept >= 1) or gptq_v2 (GPTQModel; zeros stored exactly)")
+      ->check(CLI::IsMember(pack::output_format_names()))
       ->capture_default_str();
   app.add_option("--report", options.report_path,
                  "write a JSON report: per-layer loss, damp, tokens, sizes, phase timings");

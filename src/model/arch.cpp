@@ -1,4 +1,4 @@
-// The table of supported families. Adding a Llama-like family is one row.
+// The table of supported families. Adding a family built from existing parts is one row.
 #include "gptq/model/arch.h"
 
 #include "gptq/core/error.h"
@@ -6,17 +6,9 @@
 namespace gptq::model {
 namespace {
 
-const std::vector<std::vector<std::string>> kLlamaGroups = {
-    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"},
-    {"self_attn.o_proj"},
-    {"mlp.gate_proj", "mlp.up_proj"},
-    {"mlp.down_proj"},
-};
-
 ArchSpec make_spec(std::string architecture) {
   ArchSpec spec;
   spec.architecture = std::move(architecture);
-  spec.sequential_groups = kLlamaGroups;
   return spec;
 }
 
@@ -25,9 +17,9 @@ std::vector<ArchSpec> build_table() {
   std::vector<ArchSpec> table;
 
   ArchSpec llama = make_spec("LlamaForCausalLM");
-  llama.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  llama.o_bias = {Kind::kConfigKey, "attention_bias", false};
-  llama.mlp_bias = {Kind::kConfigKey, "mlp_bias", false};
+  llama.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
+  llama.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  llama.mlp.bias = {Kind::kConfigKey, "mlp_bias", false};
   table.push_back(llama);
 
   ArchSpec mistral = make_spec("MistralForCausalLM");
@@ -35,14 +27,14 @@ std::vector<ArchSpec> build_table() {
   table.push_back(mistral);
 
   ArchSpec qwen2 = make_spec("Qwen2ForCausalLM");
-  qwen2.qkv_bias = {Kind::kAlways, "", true};
+  qwen2.attention.qkv_bias = {Kind::kAlways, "", true};
   qwen2.sliding_window = SlidingWindowRule::kLayerTypes;
   table.push_back(qwen2);
 
   ArchSpec qwen3 = make_spec("Qwen3ForCausalLM");
-  qwen3.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  qwen3.o_bias = {Kind::kConfigKey, "attention_bias", false};
-  qwen3.qk_norm = true;
+  qwen3.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
+  qwen3.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  qwen3.attention.qk_norm = true;
   qwen3.sliding_window = SlidingWindowRule::kLayerTypes;
   table.push_back(qwen3);
 
@@ -56,10 +48,52 @@ const std::vector<ArchSpec>& table() {
 
 }  // namespace
 
-std::vector<std::string> ArchSpec::linear_names() const {
+const char* input_site_name(InputSite site) {
+  switch (site) {
+    case InputSite::kAttentionInput: return "attention input";
+    case InputSite::kAttentionOutput: return "attention output";
+    case InputSite::kMlpInput: return "mlp input";
+    case InputSite::kMlpHidden: return "mlp hidden";
+  }
+  return "?";
+}
+
+std::vector<LinearGroup> layer_groups(const AttentionSpec& attention, const MlpSpec& mlp) {
+  std::vector<LinearGroup> groups;
+  switch (attention.kind) {
+    case AttentionKind::kRopeCausalGqa:
+      groups.push_back({InputSite::kAttentionInput, {attention.q_proj, attention.k_proj, attention.v_proj}});
+      groups.push_back({InputSite::kAttentionOutput, {attention.o_proj}});
+      break;
+  }
+  switch (mlp.kind) {
+    case MlpKind::kDenseGated:
+      groups.push_back({InputSite::kMlpInput, {mlp.gate_proj, mlp.up_proj}});
+      groups.push_back({InputSite::kMlpHidden, {mlp.down_proj}});
+      break;
+  }
+  return groups;
+}
+
+std::vector<std::string> LayerSpec::linear_names() const {
   std::vector<std::string> names;
-  for (const auto& group : sequential_groups) names.insert(names.end(), group.begin(), group.end());
+  for (const auto& group : groups) names.insert(names.end(), group.linears.begin(), group.linears.end());
   return names;
+}
+
+std::vector<int> LayerSpec::groups_at(InputSite site) const {
+  std::vector<int> found;
+  for (size_t group_idx = 0; group_idx < groups.size(); ++group_idx) {
+    if (groups[group_idx].site == site) found.push_back(static_cast<int>(group_idx));
+  }
+  return found;
+}
+
+bool LayerSpec::has_bias(const std::string& linear) const {
+  if (linear == attention.o_proj) return o_bias;
+  if (linear == attention.q_proj || linear == attention.k_proj || linear == attention.v_proj) return qkv_bias;
+  if (linear == mlp.gate_proj || linear == mlp.up_proj || linear == mlp.down_proj) return mlp_bias;
+  return false;
 }
 
 const ArchSpec& find_arch_spec(const std::string& architecture) {

@@ -149,6 +149,17 @@ std::string ModelConfig::layer_prefix(int layer) const {
   return arch.layer_prefix + std::to_string(layer) + ".";
 }
 
+const LayerSpec& ModelConfig::layer(int layer) const {
+  GPTQ_ASSERT(layer >= 0 && layer < static_cast<int>(layers.size()), "layer ", layer, " out of range");
+  return layers[layer];
+}
+
+int64_t ModelConfig::n_linears() const {
+  int64_t total = 0;
+  for (const auto& spec : layers) total += static_cast<int64_t>(spec.linear_names().size());
+  return total;
+}
+
 std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer) + "."; }
 
 c10::ScalarType dtype_from_hf_name(const std::string& name) {
@@ -213,11 +224,23 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                        "' is not supported (the gated MLP needs 'silu')");
   config.rope = parse_rope(root, keys, config.max_position_embeddings);
 
-  config.qkv_bias = resolve_bias(spec.qkv_bias, keys);
-  config.o_bias = resolve_bias(spec.o_bias, keys);
-  config.mlp_bias = resolve_bias(spec.mlp_bias, keys);
   config.tie_word_embeddings = keys.boolean_or("tie_word_embeddings", spec.tie_word_embeddings_default);
-  config.sliding_window = parse_sliding_window(root, keys, spec, config.n_layers);
+  const std::vector<int64_t> windows = parse_sliding_window(root, keys, spec, config.n_layers);
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    LayerSpec layer_spec;
+    layer_spec.index = layer;
+    layer_spec.input_norm = spec.input_norm;
+    layer_spec.post_attention_norm = spec.post_attention_norm;
+    layer_spec.attention = spec.attention;
+    layer_spec.mlp = spec.mlp;
+    layer_spec.qkv_bias = resolve_bias(spec.attention.qkv_bias, keys);
+    layer_spec.o_bias = resolve_bias(spec.attention.o_bias, keys);
+    layer_spec.mlp_bias = resolve_bias(spec.mlp.bias, keys);
+    layer_spec.sliding_window = windows[layer];
+    layer_spec.intermediate_size = config.intermediate_size;
+    layer_spec.groups = layer_groups(layer_spec.attention, layer_spec.mlp);
+    config.layers.push_back(std::move(layer_spec));
+  }
 
   std::string dtype_key = keys.has("dtype") ? "dtype" : "torch_dtype";
   if (keys.has(dtype_key)) {
@@ -226,6 +249,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     } catch (const UnsupportedError& e) {
       throw UnsupportedError(source + ": key '" + dtype_key + "': " + e.what());
     }
+  }
+  if (keys.has("quantization_config")) {
+    const json& quantization = root.at("quantization_config");
+    config.quantization_method =
+        quantization.is_object() && quantization.contains("quant_method") &&
+                quantization.at("quant_method").is_string()
+            ? quantization.at("quant_method").get<std::string>()
+            : std::string("unknown");
   }
   config.bos_token_id = keys.optional_integer("bos_token_id");
   config.eos_token_id = keys.optional_integer("eos_token_id");

@@ -12,19 +12,6 @@
 namespace gptq::model {
 namespace {
 
-// Where in the block a linear reads its input from.
-enum class Site { kAttentionInput, kAttentionOutput, kMlpInput, kMlpHidden };
-
-Site site_of(const std::string& linear) {
-  if (linear == "self_attn.q_proj" || linear == "self_attn.k_proj" || linear == "self_attn.v_proj")
-    return Site::kAttentionInput;
-  if (linear == "self_attn.o_proj") return Site::kAttentionOutput;
-  if (linear == "mlp.gate_proj" || linear == "mlp.up_proj") return Site::kMlpInput;
-  if (linear == "mlp.down_proj") return Site::kMlpHidden;
-  GPTQ_ASSERT(false, "linear '", linear, "' has no input site in the block forward");
-  return Site::kAttentionInput;
-}
-
 // Rows [start, start + count) of a [B, ...] tensor, as a view.
 at::Tensor rows(const at::Tensor& t, int64_t start, int64_t count) { return t.narrow(0, start, count); }
 
@@ -38,14 +25,14 @@ at::Tensor linear(const BlockWeights& weights, const std::string& name, const at
 // forward_observed (stage by stage over all rows, the observer between stages).
 class BlockRun {
  public:
-  BlockRun(const ModelConfig& config, BlockWeights& weights, const RotaryCache& rope,
-           int64_t rows_per_chunk, int64_t sliding_window)
-      : config_(config), spec_(config.arch), weights_(weights), rope_(rope),
-        rows_per_chunk_(rows_per_chunk), sliding_window_(sliding_window) {}
+  BlockRun(const ModelConfig& config, const LayerSpec& layer, BlockWeights& weights,
+           const RotaryCache& rope, int64_t rows_per_chunk)
+      : config_(config), layer_(layer), weights_(weights), rope_(rope),
+        rows_per_chunk_(rows_per_chunk) {}
 
   at::Tensor forward_rows(const at::Tensor& x) {
-    at::Tensor h = x + linear(weights_, "self_attn.o_proj", attention_rows(attention_input(x)));
-    h.add_(linear(weights_, "mlp.down_proj", mlp_hidden(mlp_input(h))));
+    at::Tensor h = x + linear(weights_, layer_.attention.o_proj, attention_rows(attention_input(x)));
+    h.add_(linear(weights_, layer_.mlp.down_proj, mlp_hidden(mlp_input(h))));
     return h;
   }
 
@@ -59,7 +46,7 @@ class BlockRun {
     stats.rows_per_chunk = rows_per_chunk_;
     stats.n_chunks = (n_rows + rows_per_chunk_ - 1) / rows_per_chunk_;
     stats.mlp_hidden_bytes =
-        n_rows * n_tokens * config_.intermediate_size * static_cast<int64_t>(x.element_size());
+        n_rows * n_tokens * layer_.intermediate_size * static_cast<int64_t>(x.element_size());
     auto chunks_of = [](const at::Tensor& t) {
       return [&t](int64_t start, int64_t count) { return rows(t, start, count); };
     };
@@ -67,66 +54,64 @@ class BlockRun {
     at::Tensor normed = map_chunks(n_rows, [&](int64_t start, int64_t count) {
       return attention_input(rows(x, start, count));
     });
-    observe_site(Site::kAttentionInput, observer, n_rows, chunks_of(normed));
+    observe_site(InputSite::kAttentionInput, observer, n_rows, chunks_of(normed));
     at::Tensor attended = map_chunks(n_rows, [&](int64_t start, int64_t count) {
       return attention_rows(rows(normed, start, count));
     });
     normed.reset();
-    observe_site(Site::kAttentionOutput, observer, n_rows, chunks_of(attended));
+    observe_site(InputSite::kAttentionOutput, observer, n_rows, chunks_of(attended));
     at::Tensor h = at::empty_like(x);
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
       at::Tensor out = rows(h, start, count);
       at::add_out(out, rows(x, start, count),
-                  linear(weights_, "self_attn.o_proj", rows(attended, start, count)));
+                  linear(weights_, layer_.attention.o_proj, rows(attended, start, count)));
     });
     attended.reset();
     normed = map_chunks(n_rows, [&](int64_t start, int64_t count) {
       return mlp_input(rows(h, start, count));
     });
-    observe_site(Site::kMlpInput, observer, n_rows, chunks_of(normed));
+    observe_site(InputSite::kMlpInput, observer, n_rows, chunks_of(normed));
 
     // The activation feeds down_proj's Hessian and then the output: held, or
     // recomputed from the (by then final) gate/up weights.
-    const bool observes_activation = has_groups(Site::kMlpHidden);
+    const bool observes_activation = !layer_.groups_at(InputSite::kMlpHidden).empty();
     at::Tensor held;
     if (observes_activation && options.max_held_bytes > 0 &&
         stats.mlp_hidden_bytes <= options.max_held_bytes) {
-      held = at::empty({n_rows, n_tokens, config_.intermediate_size}, x.options());
+      held = at::empty({n_rows, n_tokens, layer_.intermediate_size}, x.options());
     }
     stats.mlp_recomputed = observes_activation && !held.defined();
-    observe_site(Site::kMlpHidden, observer, n_rows, [&](int64_t start, int64_t count) {
+    observe_site(InputSite::kMlpHidden, observer, n_rows, [&](int64_t start, int64_t count) {
       return mlp_hidden(rows(normed, start, count), held.defined() ? rows(held, start, count) : at::Tensor());
     });
     if (held.defined()) normed.reset();
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
       at::Tensor act = held.defined() ? rows(held, start, count) : mlp_hidden(rows(normed, start, count));
-      rows(h, start, count).add_(linear(weights_, "mlp.down_proj", act));
+      rows(h, start, count).add_(linear(weights_, layer_.mlp.down_proj, act));
     });
     return h;
   }
 
  private:
-  at::Tensor attention_input(const at::Tensor& x) {
-    return rms_norm(x, weights_.at(spec_.input_norm + ".weight"), config_.rms_norm_eps);
+  at::Tensor norm(const NormSpec& spec, const at::Tensor& x) {
+    switch (spec.kind) {
+      case NormKind::kRmsNorm: return rms_norm(x, weights_.at(spec.name + ".weight"), config_.rms_norm_eps);
+    }
+    GPTQ_ASSERT(false, "unknown norm kind");
+    return {};
   }
-  at::Tensor mlp_input(const at::Tensor& h) {
-    return rms_norm(h, weights_.at(spec_.post_attention_norm + ".weight"), config_.rms_norm_eps);
-  }
-  // silu(gate(normed)) * up(normed), written into `out` when given (a slice
+  at::Tensor attention_input(const at::Tensor& x) { return norm(layer_.input_norm, x); }
+  at::Tensor mlp_input(const at::Tensor& h) { return norm(layer_.post_attention_norm, h); }
+  // act(gate(normed)) * up(normed), written into `out` when given (a slice
   // of the held activation, so holding costs no extra copy); gate's output is
   // dropped before up's exists, so a chunk peaks at two [rows, T, inter] tensors.
   at::Tensor mlp_hidden(const at::Tensor& normed, at::Tensor out = {}) {
-    at::Tensor gate = linear(weights_, "mlp.gate_proj", normed);
+    const MlpSpec& mlp = layer_.mlp;
+    GPTQ_ASSERT(mlp.kind == MlpKind::kDenseGated && mlp.activation == Activation::kSilu);
+    at::Tensor gate = linear(weights_, mlp.gate_proj, normed);
     at::Tensor gated = out.defined() ? at::silu_out(out, gate) : at::silu_(gate);
     gate.reset();
-    return gated.mul_(linear(weights_, "mlp.up_proj", normed));
-  }
-
-  bool has_groups(Site site) const {
-    for (const auto& group : spec_.sequential_groups) {
-      if (site_of(group.front()) == site) return true;
-    }
-    return false;
+    return gated.mul_(linear(weights_, mlp.up_proj, normed));
   }
 
   template <class Fn>
@@ -149,22 +134,21 @@ class BlockRun {
     return out;
   }
 
-  // Feeds every group reading from `site` the chunks input(start, count), then
-  // finishes those groups; nothing when no group reads from `site`.
+  // Feeds every group reading from `site` the chunks input(start, count)
+  // (every token: a dense layer's groups), then finishes those groups;
+  // nothing when no group reads from `site`.
   template <class Fn>
-  void observe_site(Site site, GroupObserver& observer, int64_t n_rows, Fn&& input) {
-    const auto& groups = spec_.sequential_groups;
-    std::vector<int> at_site;
-    for (size_t group_idx = 0; group_idx < groups.size(); ++group_idx) {
-      if (site_of(groups[group_idx].front()) == site) at_site.push_back(static_cast<int>(group_idx));
-    }
+  void observe_site(InputSite site, GroupObserver& observer, int64_t n_rows, Fn&& input) {
+    const std::vector<int> at_site = layer_.groups_at(site);
     if (at_site.empty()) return;
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
-      at::Tensor chunk = input(start, count);
+      GroupInput chunk;
+      chunk.x = input(start, count);
+      chunk.row_start = start;
       for (int group_idx : at_site) observer.observe(group_idx, chunk);
     });
     for (int group_idx : at_site) {
-      const auto& names = groups[group_idx];
+      const auto& names = layer_.groups[group_idx].linears;
       std::vector<std::vector<int64_t>> shapes;
       for (const auto& name : names) shapes.push_back(weights_.at(name + ".weight").sizes().vec());
       observer.finish_group(group_idx, names, weights_);
@@ -176,9 +160,9 @@ class BlockRun {
   }
 
   at::Tensor project_heads(const std::string& linear_name, const at::Tensor& x, int64_t n_heads,
-                           const std::string& norm) {
+                           const NormSpec* head_norm) {
     at::Tensor out = linear(weights_, linear_name, x).view({x.size(0), x.size(1), n_heads, config_.head_dim});
-    if (!norm.empty()) out = rms_norm(out, weights_.at(norm + ".weight"), config_.rms_norm_eps);
+    if (head_norm != nullptr) out = norm(*head_norm, out);
     return out.transpose(1, 2);
   }
 
@@ -188,9 +172,11 @@ class BlockRun {
     const int64_t n_tokens = x.size(1);
     GPTQ_CHECK(n_tokens <= rope_.max_positions(), "sequence of ", n_tokens,
                " tokens is longer than the rotary cache (", rope_.max_positions(), ")");
-    at::Tensor q = project_heads("self_attn.q_proj", x, config_.n_heads, spec_.qk_norm ? spec_.q_norm : "");
-    at::Tensor k = project_heads("self_attn.k_proj", x, config_.n_kv_heads, spec_.qk_norm ? spec_.k_norm : "");
-    at::Tensor v = project_heads("self_attn.v_proj", x, config_.n_kv_heads, "");
+    const AttentionSpec& attention = layer_.attention;
+    GPTQ_ASSERT(attention.kind == AttentionKind::kRopeCausalGqa);
+    at::Tensor q = project_heads(attention.q_proj, x, config_.n_heads, attention.qk_norm ? &attention.q_norm : nullptr);
+    at::Tensor k = project_heads(attention.k_proj, x, config_.n_kv_heads, attention.qk_norm ? &attention.k_norm : nullptr);
+    at::Tensor v = project_heads(attention.v_proj, x, config_.n_kv_heads, nullptr);
     at::Tensor cos = rope_.cos().narrow(0, 0, n_tokens);
     at::Tensor sin = rope_.sin().narrow(0, 0, n_tokens);
     q = apply_rotary(q, cos, sin);
@@ -198,7 +184,7 @@ class BlockRun {
 
     const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
     const int64_t n_rep = config_.n_heads / config_.n_kv_heads;
-    const int64_t window = sliding_window_;
+    const int64_t window = layer_.sliding_window;
     at::Tensor out;
     if (window == 0 || n_tokens <= window) {
       out = at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, /*is_causal=*/true, scale,
@@ -218,29 +204,27 @@ class BlockRun {
   }
 
   const ModelConfig& config_;
-  const ArchSpec& spec_;
+  const LayerSpec& layer_;
   BlockWeights& weights_;
   const RotaryCache& rope_;
   int64_t rows_per_chunk_;
-  int64_t sliding_window_;
 };
 
-int64_t auto_batch_chunk(const ModelConfig& config, int64_t n_tokens) {
+int64_t auto_batch_chunk(const ModelConfig& config, const LayerSpec& layer, int64_t n_tokens) {
   constexpr double kBudgetBytes = 256.0 * 1024 * 1024;
   const double per_row = static_cast<double>(n_tokens) * 4.0 *
-                         (3.0 * config.intermediate_size + 4.0 * config.hidden_size +
+                         (3.0 * layer.intermediate_size + 4.0 * config.hidden_size +
                           3.0 * config.n_heads * config.head_dim);
   return std::max<int64_t>(1, static_cast<int64_t>(kBudgetBytes / per_row));
 }
 
-void check_group_order(const ArchSpec& spec) {
-  Site previous = Site::kAttentionInput;
-  for (const auto& group : spec.sequential_groups) {
-    GPTQ_ASSERT(!group.empty(), "empty sequential group in ", spec.architecture);
-    Site site = site_of(group.front());
-    for (const auto& name : group) GPTQ_ASSERT(site_of(name) == site, "group mixes inputs: ", name);
-    GPTQ_ASSERT(site >= previous, "sequential groups out of block order in ", spec.architecture);
-    previous = site;
+// The stage-by-stage driver visits the sites in block order.
+void check_group_order(const LayerSpec& layer) {
+  InputSite previous = InputSite::kAttentionInput;
+  for (const auto& group : layer.groups) {
+    GPTQ_ASSERT(!group.linears.empty(), "empty sequential group in layer ", layer.index);
+    GPTQ_ASSERT(group.site >= previous, "sequential groups out of block order in layer ", layer.index);
+    previous = group.site;
   }
 }
 
@@ -293,14 +277,14 @@ at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const
                          BlockStats* stats) {
   GPTQ_CHECK(hidden.dim() == 3 && hidden.size(2) == config.hidden_size, "block input must be [B, T, ",
              config.hidden_size, "], got ", hidden.sizes());
-  check_group_order(config.arch);
+  GPTQ_CHECK(weights.layer >= 0 && weights.layer < config.n_layers, "block weights of layer ",
+             weights.layer, " do not belong to a model of ", config.n_layers, " layers");
+  const LayerSpec& layer = config.layer(weights.layer);
+  check_group_order(layer);
   const int64_t n_rows = hidden.size(0);
-  const int64_t chunk = options.batch_chunk > 0 ? options.batch_chunk : auto_batch_chunk(config, hidden.size(1));
-  const int64_t window =
-      weights.layer >= 0 && weights.layer < static_cast<int>(config.sliding_window.size())
-          ? config.sliding_window[weights.layer]
-          : 0;
-  BlockRun block(config, weights, rope, chunk, window);
+  const int64_t chunk =
+      options.batch_chunk > 0 ? options.batch_chunk : auto_batch_chunk(config, layer, hidden.size(1));
+  BlockRun block(config, layer, weights, rope, chunk);
   if (observer != nullptr) {
     BlockStats local;
     return block.forward_observed(hidden, *observer, options, stats ? *stats : local);

@@ -150,33 +150,4 @@ std::vector<std::vector<int64_t>> read_token_rows(const std::filesystem::path& p
   return rows;
 }
 
-c10::Device resolve_device(const std::string& name) {
-  if (name == "auto") {
-    if (at::hasCUDA()) return c10::Device(c10::kCUDA, 0);
-    if (at::hasMPS()) return c10::Device(c10::kMPS);
-    return c10::Device(c10::kCPU);
-  }
-  c10::Device device(c10::kCPU);
-  try {
-    device = c10::Device(name);
-  } catch (const std::exception&) {
-    throw InputError("--device '" + name + "' is not one of auto, cpu, cuda, cuda:N, mps");
-  }
-  GPTQ_CHECK(device.is_cpu() || device.is_cuda() || device.is_mps(), "--device '", name,
-             "' is not one of auto, cpu, cuda, cuda:N, mps");
-  GPTQ_CHECK_SUPPORTED(!device.is_cuda() || at::hasCUDA(), "--device ", name,
-                       ": no CUDA device is available");
-  GPTQ_CHECK_SUPPORTED(!device.is_mps() || at::hasMPS(), "--device mps: MPS is not available");
-  return device;
-}
-
-c10::ScalarType resolve_dtype(const std::string& name, const ModelConfig& config, c10::Device device) {
-  if (name == "fp32" || name == "float32") return c10::kFloat;
-  if (name == "bf16" || name == "bfloat16") return c10::kBFloat16;
-  if (name == "fp16" || name == "float16") return c10::kHalf;
-  GPTQ_CHECK(name == "auto", "--dtype '", name, "' is not one of auto, fp32, bf16, fp16");
-  if (config.torch_dtype == c10::kHalf && device.is_cpu()) return c10::kFloat;
-  return config.torch_dtype;
-}
-
 }  // namespace gptq::model

@@ -25,24 +25,20 @@ at::Tensor load_checked(const WeightSource& source, const std::string& name,
   return tensor;
 }
 
-// [out, in] of each linear of the Llama-like block.
-std::vector<int64_t> linear_shape(const ModelConfig& config, const std::string& linear) {
+// [out, in] of each linear of the layer, by the role its spec gives it.
+std::vector<int64_t> linear_shape(const ModelConfig& config, const LayerSpec& layer,
+                                  const std::string& linear) {
   const int64_t q_out = config.n_heads * config.head_dim;
   const int64_t kv_out = config.n_kv_heads * config.head_dim;
-  if (linear == "self_attn.q_proj") return {q_out, config.hidden_size};
-  if (linear == "self_attn.k_proj" || linear == "self_attn.v_proj") return {kv_out, config.hidden_size};
-  if (linear == "self_attn.o_proj") return {config.hidden_size, q_out};
-  if (linear == "mlp.gate_proj" || linear == "mlp.up_proj")
-    return {config.intermediate_size, config.hidden_size};
-  if (linear == "mlp.down_proj") return {config.hidden_size, config.intermediate_size};
+  const AttentionSpec& attention = layer.attention;
+  const MlpSpec& mlp = layer.mlp;
+  if (linear == attention.q_proj) return {q_out, config.hidden_size};
+  if (linear == attention.k_proj || linear == attention.v_proj) return {kv_out, config.hidden_size};
+  if (linear == attention.o_proj) return {config.hidden_size, q_out};
+  if (linear == mlp.gate_proj || linear == mlp.up_proj) return {layer.intermediate_size, config.hidden_size};
+  if (linear == mlp.down_proj) return {config.hidden_size, layer.intermediate_size};
   GPTQ_ASSERT(false, "no shape rule for linear '", linear, "'");
   return {};
-}
-
-bool has_bias(const ModelConfig& config, const std::string& linear) {
-  if (linear == "self_attn.o_proj") return config.o_bias;
-  if (linear.rfind("self_attn.", 0) == 0) return config.qkv_bias;
-  return config.mlp_bias;
 }
 
 }  // namespace
@@ -84,27 +80,31 @@ int64_t BlockWeights::nbytes() const {
   return total;
 }
 
+std::vector<int64_t> linear_shape(const ModelConfig& config, int layer, const std::string& linear) {
+  return linear_shape(config, config.layer(layer), linear);
+}
+
 BlockWeights load_block(const WeightSource& source, const ModelConfig& config, int layer,
                         c10::ScalarType dtype, c10::Device device) {
   GPTQ_CHECK(layer >= 0 && layer < config.n_layers, "layer ", layer, " out of range [0, ",
              config.n_layers, ")");
-  const ArchSpec& spec = config.arch;
+  const LayerSpec& spec = config.layer(layer);
   const std::string prefix = config.layer_prefix(layer);
   BlockWeights block;
   block.layer = layer;
   auto add = [&](const std::string& relative, std::vector<int64_t> shape) {
     block.tensors[relative] = load_checked(source, prefix + relative, std::move(shape), dtype, device);
   };
-  add(spec.input_norm + ".weight", {config.hidden_size});
-  add(spec.post_attention_norm + ".weight", {config.hidden_size});
-  if (spec.qk_norm) {
-    add(spec.q_norm + ".weight", {config.head_dim});
-    add(spec.k_norm + ".weight", {config.head_dim});
+  add(spec.input_norm.name + ".weight", {config.hidden_size});
+  add(spec.post_attention_norm.name + ".weight", {config.hidden_size});
+  if (spec.attention.qk_norm) {
+    add(spec.attention.q_norm.name + ".weight", {config.head_dim});
+    add(spec.attention.k_norm.name + ".weight", {config.head_dim});
   }
   for (const auto& linear : spec.linear_names()) {
-    std::vector<int64_t> shape = linear_shape(config, linear);
+    std::vector<int64_t> shape = linear_shape(config, spec, linear);
     add(linear + ".weight", shape);
-    if (has_bias(config, linear)) add(linear + ".bias", {shape[0]});
+    if (spec.has_bias(linear)) add(linear + ".bias", {shape[0]});
   }
   return block;
 }

@@ -2,13 +2,11 @@
 
 #include <unistd.h>
 
-#include <cctype>
 #include <fstream>
 #include <system_error>
 
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
-#include "gptq/core/version.h"
 #include "gptq/io/safetensors.h"
 
 namespace gptq::pack {
@@ -39,51 +37,7 @@ uint64_t directory_bytes(const fs::path& dir) {
   return total;
 }
 
-// A regex matching exactly `name` (GPTQModel matches dynamic keys as regexes).
-std::string regex_escape(const std::string& name) {
-  std::string escaped;
-  for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') escaped += '\\';
-    escaped += c;
-  }
-  return escaped;
-}
-
 }  // namespace
-
-nlohmann::json gptq_quantization_config(const GptqCheckpointSettings& settings) {
-  nlohmann::json meta = {
-      {"damp_percent", settings.damp_percent},
-      {"true_sequential", settings.true_sequential},
-      {"static_groups", settings.static_groups},
-      {"mse", settings.mse},
-      {"method", settings.method},
-      {"quantizer", nlohmann::json::array({tool_name() + ":" + tool_version()})},
-  };
-  nlohmann::json config = {
-      {"quant_method", "gptq"},
-      {"bits", settings.bits},
-      {"group_size", settings.group_size},
-      {"desc_act", settings.desc_act},
-      {"sym", settings.sym},
-      {"lm_head", false},
-      {"checkpoint_format", "gptq"},
-      {"format", "gptq"},
-      {"pack_dtype", "int32"},
-      {"damp_percent", settings.damp_percent},
-      {"static_groups", settings.static_groups},
-      {"true_sequential", settings.true_sequential},
-      {"meta", meta},
-  };
-  if (!settings.skipped_modules.empty()) {
-    nlohmann::json dynamic = nlohmann::json::object();
-    for (const auto& name : settings.skipped_modules) {
-      dynamic["-:" + regex_escape(name)] = nlohmann::json::object();
-    }
-    config["dynamic"] = dynamic;
-  }
-  return config;
-}
 
 bool is_weight_file(const std::string& file_name) {
   auto ends_with = [&](const std::string& suffix) {
@@ -96,9 +50,9 @@ bool is_weight_file(const std::string& file_name) {
          file_name == "quant_log.csv";
 }
 
-GptqCheckpointWriter::GptqCheckpointWriter(fs::path source_dir, fs::path output_dir,
-                                           uint64_t max_shard_bytes)
-    : source_dir_(std::move(source_dir)), output_dir_(std::move(output_dir)) {
+CheckpointWriter::CheckpointWriter(fs::path source_dir, fs::path output_dir,
+                                   const OutputFormat& format, uint64_t max_shard_bytes)
+    : source_dir_(std::move(source_dir)), output_dir_(std::move(output_dir)), format_(format) {
   GPTQ_CHECK(fs::is_regular_file(source_dir_ / "config.json"), "'", source_dir_.string(),
              "' has no config.json");
   std::error_code ec;
@@ -115,29 +69,27 @@ GptqCheckpointWriter::GptqCheckpointWriter(fs::path source_dir, fs::path output_
   shards_ = std::make_unique<io::ShardedWriter>(temp_dir_, max_shard_bytes);
 }
 
-GptqCheckpointWriter::~GptqCheckpointWriter() {
+CheckpointWriter::~CheckpointWriter() {
   if (committed_) return;
   shards_.reset();  // drops the writer's own temporary files first
   std::error_code ec;
   fs::remove_all(temp_dir_, ec);
 }
 
-void GptqCheckpointWriter::add_linear(const std::string& prefix, const GptqTensors& tensors) {
-  shards_->add(prefix + ".qweight", tensors.qweight);
-  shards_->add(prefix + ".qzeros", tensors.qzeros);
-  shards_->add(prefix + ".scales", tensors.scales);
-  shards_->add(prefix + ".g_idx", tensors.g_idx);
+void CheckpointWriter::add_linear(const std::string& prefix, const SolvedLinear& solved,
+                                  const solver::Scheme& scheme) {
+  for (auto& [name, tensor] : format_.pack(prefix, solved, scheme)) shards_->add(name, tensor);
 }
 
-void GptqCheckpointWriter::add(const std::string& name, const at::Tensor& tensor) {
+void CheckpointWriter::add(const std::string& name, const at::Tensor& tensor) {
   shards_->add(name, tensor);
 }
 
-uint64_t GptqCheckpointWriter::commit(const GptqCheckpointSettings& settings) {
+uint64_t CheckpointWriter::commit(const solver::SchemeResolver& schemes, const RunSettings& settings) {
   GPTQ_ASSERT(!committed_, "commit() called twice");
   shards_->commit();
 
-  const nlohmann::json quantization = gptq_quantization_config(settings);
+  const nlohmann::json quantization = format_.quantization_config(schemes, settings);
   nlohmann::json config = read_json(source_dir_ / "config.json");
   config["quantization_config"] = quantization;
   write_json(temp_dir_ / "config.json", config);

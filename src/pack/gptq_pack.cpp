@@ -176,7 +176,7 @@ at::Tensor sequential_g_idx(int64_t in_features, int64_t group_size) {
 }
 
 GptqTensors pack_gptq(const at::Tensor& codes, const at::Tensor& zeros, const at::Tensor& scales,
-                      const at::Tensor& g_idx, int bits) {
+                      const at::Tensor& g_idx, int bits, ZeroEncoding encoding) {
   check_bits(bits);
   GPTQ_CHECK(codes.defined() && zeros.defined() && scales.defined() && g_idx.defined(),
              "gptq packing: codes, zeros, scales and g_idx must all be given");
@@ -202,13 +202,14 @@ GptqTensors pack_gptq(const at::Tensor& codes, const at::Tensor& zeros, const at
 
   GptqTensors packed;
   packed.qweight = pack_rows_u8(codes_u8, bits).t().contiguous();
-  packed.qzeros = pack_zeros_v1(zeros_i64, bits);
+  packed.qzeros = encoding == ZeroEncoding::kMinusOne ? pack_zeros_v1(zeros_i64, bits)
+                                                      : pack_rows_u8(zeros_i64.to(at::kByte), bits);
   packed.scales = scales.to(at::kCPU, at::kHalf).contiguous();
   packed.g_idx = groups.to(at::kInt);
   return packed;
 }
 
-UnpackedGptq unpack_gptq(const GptqTensors& packed, int bits) {
+UnpackedGptq unpack_gptq(const GptqTensors& packed, int bits, ZeroEncoding encoding) {
   check_bits(bits);
   at::Tensor qweight = cpu_int32(packed.qweight, "qweight");
   at::Tensor qzeros = cpu_int32(packed.qzeros, "qzeros");
@@ -236,14 +237,15 @@ UnpackedGptq unpack_gptq(const GptqTensors& packed, int bits) {
 
   UnpackedGptq unpacked;
   unpacked.codes = unpack_rows_u32(qweight.t().contiguous(), bits);
-  unpacked.zeros = unpack_zeros_v1(qzeros, bits);
+  unpacked.zeros = encoding == ZeroEncoding::kMinusOne ? unpack_zeros_v1(qzeros, bits)
+                                                       : unpack_rows_u32(qzeros, bits).to(at::kInt);
   unpacked.scales = packed.scales.to(at::kCPU, at::kFloat).contiguous();
   unpacked.g_idx = g_idx;
   return unpacked;
 }
 
-at::Tensor dequantize_gptq(const GptqTensors& packed, int bits) {
-  UnpackedGptq unpacked = unpack_gptq(packed, bits);
+at::Tensor dequantize_gptq(const GptqTensors& packed, int bits, ZeroEncoding encoding) {
+  UnpackedGptq unpacked = unpack_gptq(packed, bits, encoding);
   at::Tensor group_of_column = unpacked.g_idx.to(at::kLong);
   // [in, out] gathers, transposed once at the end to [out, in].
   at::Tensor zero_per_weight = unpacked.zeros.index_select(0, group_of_column).to(at::kFloat);

@@ -96,8 +96,8 @@ void check_inputs(const at::Tensor& W, const at::Tensor& H, const GptqConfig& co
   GPTQ_CHECK(H.device() == W.device(), "hessian is on ", H.device(), " but the weight on ",
              W.device());
   const HessianSummary summary = summarize_hessian(H);
-  GPTQ_CHECK(summary.finite, "hessian has NaN or Inf entries");
-  GPTQ_CHECK(summary.asymmetry <= kSymmetryTolerance * summary.max_abs,
+  GPTQ_CHECK_NUMERIC(summary.finite, "hessian has NaN or Inf entries");
+  GPTQ_CHECK_NUMERIC(summary.asymmetry <= kSymmetryTolerance * summary.max_abs,
              "hessian is not symmetric (max |H - H^T| = ", summary.asymmetry, ", max |H| = ",
              summary.max_abs, ")");
 }
@@ -125,20 +125,28 @@ Factor factor_with_retries(at::Tensor H_reversed, const GptqConfig& config) {
       config.damp_percent + config.max_damp_retries * config.damp_increment, ")"));
 }
 
-// Writes group g's grid (from the weight columns it covers) into row g.
-void set_group_params(const at::Tensor& columns, const QuantConfig& quant, int64_t group,
-                      at::Tensor& scales, at::Tensor& zeros) {
-  const QuantParams params = find_params(columns, quant);
-  scales.select(0, group).copy_(params.scale);
-  zeros.select(0, group).copy_(params.zero);
-}
+// The fitted grids of every group, [n_groups, rows], and how many zeros were raised.
+struct GroupGrids {
+  at::Tensor scales;
+  at::Tensor zeros;
+  at::Tensor n_raised;  // int64 [rows] on the device (no sync per group)
+
+  // Writes group g's grid (from the weight columns it covers) into row g.
+  void fit(const QuantGrid& grid, const at::Tensor& columns, int64_t group) {
+    const QuantParams params = grid.fit(columns);
+    scales.select(0, group).copy_(params.scale);
+    zeros.select(0, group).copy_(params.zero);
+    if (params.raised.defined()) n_raised.add_(params.raised);
+  }
+};
 
 // One block with per-column tensor ops (any device). Same arithmetic as the
 // fused loop; W's block columns end as the dequantized values, codes is the
 // block's [rows, count] codes as floats.
 void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at::Tensor& scales,
                           const at::Tensor& zeros, const std::vector<int32_t>& column_group,
-                          int maxq, int64_t col_start, at::Tensor& codes, at::Tensor& row_loss) {
+                          const QuantGrid& grid, int64_t col_start, at::Tensor& codes,
+                          at::Tensor& row_loss) {
   const int64_t count = hinv_block.size(0);
   at::Tensor W1 = W.narrow(1, col_start, count);
   for (int64_t col_idx = 0; col_idx < count; ++col_idx) {
@@ -146,8 +154,8 @@ void run_block_tensor_ops(at::Tensor& W, const at::Tensor& hinv_block, const at:
     const at::Tensor d = hinv_block[col_idx][col_idx];
     const at::Tensor scale = scales.select(0, column_group[col_idx]);
     const at::Tensor zero = zeros.select(0, column_group[col_idx]);
-    const at::Tensor q = quantize_codes(w, scale, zero, maxq);
-    const at::Tensor deq = dequantize_codes(q, scale, zero);
+    const at::Tensor q = grid.quantize(w, scale, zero);
+    const at::Tensor deq = grid.dequantize(q, scale, zero);
     const at::Tensor diff = w - deq;
     row_loss.add_(diff * diff / (d * d));
     const at::Tensor scaled_err = diff / d;
@@ -177,16 +185,18 @@ struct SolveState {
 
 void run_block(BlockLoop loop, SolveState& state, const at::Tensor& hinv_block,
                const at::Tensor& scales, const at::Tensor& zeros,
-               const std::vector<int32_t>& column_group, int maxq, int64_t col_start) {
+               const std::vector<int32_t>& column_group, const QuantGrid& grid, int64_t col_start) {
   const int64_t count = hinv_block.size(0);
   if (loop == BlockLoop::kTensorOps) {
     at::Tensor block_codes = state.codes.narrow(1, col_start, count);
     at::Tensor codes_float = at::empty(block_codes.sizes(), state.W.options());
-    run_block_tensor_ops(state.W, hinv_block, scales, zeros, column_group, maxq, col_start,
+    run_block_tensor_ops(state.W, hinv_block, scales, zeros, column_group, grid, col_start,
                          codes_float, state.row_loss);
     block_codes.copy_(codes_float);
     return;
   }
+  // The fused kernels run affine integer grids only (resolve_loop checked).
+  const int maxq = grid.affine()->max_code;
   detail::BlockProblem problem;
   problem.W = state.W.data_ptr<float>();
   problem.n_rows = state.W.size(0);
@@ -217,7 +227,9 @@ void run_block(BlockLoop loop, SolveState& state, const at::Tensor& hinv_block,
 #endif
 }
 
-BlockLoop resolve_loop(BlockLoop requested, const at::Tensor& W, int64_t block_size) {
+BlockLoop resolve_loop(BlockLoop requested, const at::Tensor& W, int64_t block_size,
+                       const QuantGrid& grid) {
+  if (!grid.affine()) return BlockLoop::kTensorOps;
   if (requested != BlockLoop::kAuto) return requested;
   if (W.is_cpu()) return BlockLoop::kFused;
 #ifdef GPTQ_WITH_CUDA_KERNELS
@@ -234,11 +246,12 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
                                    const GptqConfig& config, BlockLoop requested_loop) {
   check_inputs(W_in, H, config);
   const QuantConfig& quant = config.quant;
-  const int maxq = max_code(quant);
+  const std::shared_ptr<const QuantGrid> grid_holder = grid_of(config);
+  const QuantGrid& grid = *grid_holder;
   const int64_t n_rows = W_in.size(0), n_cols = W_in.size(1);
   const int64_t group_size = quant.group_size > 0 ? quant.group_size : n_cols;
   const int64_t n_groups = (n_cols + group_size - 1) / group_size;
-  const BlockLoop loop = resolve_loop(requested_loop, W_in, config.block_size);
+  const BlockLoop loop = resolve_loop(requested_loop, W_in, config.block_size, grid);
 
   const at::Tensor dead = H.diagonal() == 0;
   const at::Tensor diag = at::where(dead, at::ones_like(H.diagonal()), H.diagonal());
@@ -253,17 +266,19 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   at::Tensor W = gather_solve_order(W_float, perm, dead);
 
   const auto float_options = W.options();
-  at::Tensor scales = at::empty({n_groups, n_rows}, float_options);
-  at::Tensor zeros = at::empty({n_groups, n_rows}, float_options);
+  GroupGrids grids{at::empty({n_groups, n_rows}, float_options),
+                   at::empty({n_groups, n_rows}, float_options),
+                   at::zeros({n_rows}, float_options.dtype(at::kLong))};
+  const at::Tensor& scales = grids.scales;
+  const at::Tensor& zeros = grids.zeros;
   // Row grids ignore column order but, as in the reference, see W before
   // dead columns are zeroed.
-  if (quant.group_size == -1) set_group_params(W_float, quant, 0, scales, zeros);
+  if (quant.group_size == -1) grids.fit(grid, W_float, 0);
   if (config.static_groups) {
     const at::Tensor original = W_float.masked_fill(dead.unsqueeze(0), 0.0);
     for (int64_t group = 0; group < n_groups; ++group) {
       const int64_t start = group * group_size;
-      set_group_params(original.narrow(1, start, std::min(group_size, n_cols - start)), quant,
-                       group, scales, zeros);
+      grids.fit(grid, original.narrow(1, start, std::min(group_size, n_cols - start)), group);
     }
   }
 
@@ -337,14 +352,14 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
     }
     if (dynamic_groups) {
       for (int64_t start = first_group; start < block_end; start += group_size) {
-        set_group_params(current.narrow(1, start - block_start, std::min(group_size, n_cols - start)),
-                         quant, start / group_size, scales, zeros);
+        grids.fit(grid, current.narrow(1, start - block_start, std::min(group_size, n_cols - start)),
+                  start / group_size);
       }
     }
     const at::Tensor hinv_block = U_span.narrow(0, 0, count).narrow(1, 0, count).contiguous();
     const std::vector<int32_t> block_groups(column_group.begin() + block_start,
                                             column_group.begin() + block_end);
-    run_block(loop, state, hinv_block, scales, zeros, block_groups, maxq, block_start);
+    run_block(loop, state, hinv_block, scales, zeros, block_groups, grid, block_start);
     if (!state.original_order) delta_block.sub_(W_block);
   }
   state.delta = at::Tensor();
@@ -352,6 +367,8 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
 
   QuantizedWeight result;
   result.loss = state.row_loss.sum().item<double>() / 2;
+  result.row_loss = state.row_loss;
+  result.zero_raised = grids.n_raised;
   result.damp_used = factor.damp;
   if (!std::isfinite(result.loss) || !at::isfinite(scales).all().item<bool>()) {
     throw NumericalError("gptq produced a non-finite loss or scale (weights or hessian out of range)");
@@ -376,6 +393,11 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
 }
 
 }  // namespace detail
+
+std::shared_ptr<const QuantGrid> grid_of(const GptqConfig& config) {
+  if (config.grid) return config.grid;
+  return std::make_shared<MinMaxIntegerGrid>(config.quant);
+}
 
 QuantizedWeight gptq_quantize(const at::Tensor& W, const at::Tensor& H, const GptqConfig& config) {
   return detail::gptq_quantize_with(W, H, config, detail::BlockLoop::kAuto);

@@ -18,6 +18,8 @@ void validate(const QuantConfig& config) {
              "bits must be one of 2, 3, 4, 8, got ", config.bits);
   GPTQ_CHECK(config.group_size == -1 || config.group_size > 0,
              "group_size must be -1 (one group per row) or positive, got ", config.group_size);
+  GPTQ_CHECK(config.min_zero == 0 || config.min_zero == 1, "min_zero must be 0 or 1, got ",
+             config.min_zero);
 }
 
 int max_code(const QuantConfig& config) { return (1 << config.bits) - 1; }
@@ -46,10 +48,28 @@ QuantParams find_params(const at::Tensor& x, const QuantConfig& config) {
   xmin = at::where(empty_range, at::full_like(xmin, -1), xmin);
   xmax = at::where(empty_range, at::full_like(xmax, 1), xmax);
 
+  // The asymmetric zero point. Where it rounds below min_zero it is raised,
+  // and the step widened to max / (maxq - min_zero) so the top of the range
+  // stays on the grid (a raised zero means min(x, 0) > -scale/2, so the
+  // bottom still fits): the cost is a step maxq / (maxq - 1) times coarser on
+  // those groups only.
+  const bool can_raise = !config.sym && config.min_zero > 0;
+  auto fit_asym = [&](const at::Tensor& low, const at::Tensor& high, at::Tensor& scale,
+                      at::Tensor& zero, at::Tensor& raised) {
+    scale = (high - low) / maxq;
+    zero = at::round(-low / scale);
+    if (!can_raise) return;
+    raised = zero < config.min_zero;
+    scale = at::where(raised, high / (maxq - config.min_zero), scale);
+    zero = at::clamp_min(zero, config.min_zero);
+  };
   QuantParams params;
-  params.scale = (xmax - xmin) / maxq;
-  params.zero = config.sym ? at::full_like(params.scale, (maxq + 1) / 2)
-                           : at::round(-xmin / params.scale);
+  if (config.sym) {
+    params.scale = (xmax - xmin) / maxq;
+    params.zero = at::full_like(params.scale, (maxq + 1) / 2);
+  } else {
+    fit_asym(xmin, xmax, params.scale, params.zero, params.raised);
+  }
   if (!config.mse) return params;
 
   at::Tensor best = at::full_like(params.scale, std::numeric_limits<float>::infinity());
@@ -57,8 +77,13 @@ QuantParams find_params(const at::Tensor& x, const QuantConfig& config) {
     const double shrink = 1.0 - static_cast<double>(step) / kMseGrid;
     const at::Tensor xmin1 = xmin * shrink;
     const at::Tensor xmax1 = xmax * shrink;
-    const at::Tensor scale1 = (xmax1 - xmin1) / maxq;
-    const at::Tensor zero1 = config.sym ? params.zero : at::round(-xmin1 / scale1);
+    at::Tensor scale1, zero1, raised1;
+    if (config.sym) {
+      scale1 = (xmax1 - xmin1) / maxq;
+      zero1 = params.zero;
+    } else {
+      fit_asym(xmin1, xmax1, scale1, zero1, raised1);
+    }
     const at::Tensor s = scale1.unsqueeze(1);
     const at::Tensor z = zero1.unsqueeze(1);
     const at::Tensor deq = dequantize_codes(quantize_codes(x, s, z, maxq), s, z);
@@ -67,6 +92,7 @@ QuantParams find_params(const at::Tensor& x, const QuantConfig& config) {
     best = at::where(better, err, best);
     params.scale = at::where(better, scale1, params.scale);
     params.zero = at::where(better, zero1, params.zero);
+    if (can_raise) params.raised = at::where(better, raised1, params.raised);
   }
   return params;
 }

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
+#include "gptq/pack/format.h"
 #include "gptq/solver/solver.h"
 
 namespace gptq::calib {
@@ -36,6 +37,7 @@ model::BlockWeights random_block(const model::ModelConfig& config, uint64_t seed
   const int64_t kv_out = config.n_kv_heads * config.head_dim;
   auto w = [](int64_t out, int64_t in) { return at::randn({out, in}) / std::sqrt(double(in)); };
   model::BlockWeights block;
+  block.layer = 0;
   block.tensors["input_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
   block.tensors["post_attention_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
   block.tensors["self_attn.q_proj.weight"] = w(q_out, config.hidden_size);
@@ -54,12 +56,32 @@ model::BlockWeights clone(const model::BlockWeights& block) {
   return copy;
 }
 
+// A solve context for layer 0 with one scheme (gptq.quant) in GPTQ v1, owning
+// what it points to.
+struct Job {
+  explicit Job(const solver::GptqConfig& gptq)
+      : schemes(solver::Scheme{gptq.quant}), format(pack::make_output_format("gptq")) {
+    options.solve = {&schemes, format.get(), gptq, "model.layers.0."};
+  }
+  Job(const Job&) = delete;
+  solver::SchemeResolver schemes;
+  std::unique_ptr<pack::OutputFormat> format;
+  BlockQuantizeOptions options;
+};
+
+solver::GptqConfig grouped(int group_size, bool desc_act = false) {
+  solver::GptqConfig gptq;
+  gptq.quant.group_size = group_size;
+  gptq.desc_act = desc_act;
+  return gptq;
+}
+
 // Captures the whole input of one group (its chunks joined) and changes nothing.
 class CaptureObserver : public model::GroupObserver {
  public:
   explicit CaptureObserver(int wanted) : wanted_(wanted) {}
-  void observe(int group_index, const at::Tensor& input_chunk) override {
-    if (group_index == wanted_) chunks_.push_back(input_chunk.clone());
+  void observe(int group_index, const model::GroupInput& input) override {
+    if (group_index == wanted_) chunks_.push_back(input.x.clone());
   }
   void finish_group(int group_index, const std::vector<std::string>&, model::BlockWeights&) override {
     if (group_index == wanted_) captured = at::cat(chunks_, 0);
@@ -75,16 +97,16 @@ class CaptureObserver : public model::GroupObserver {
 // the already-quantized groups swapped in, capture the group's input, solve.
 at::Tensor staged_reference(const model::ModelConfig& config, model::BlockWeights& weights,
                             const at::Tensor& hidden, const model::RotaryCache& rope,
-                            const solver::GptqConfig& gptq, const LinearSink& sink) {
+                            const SolveContext& context, const LinearSink& sink) {
   PhaseTimes times;
-  const auto& groups = config.arch.sequential_groups;
+  const auto& groups = config.layer(0).groups;
   for (int group = 0; group < static_cast<int>(groups.size()); ++group) {
     CaptureObserver capture(group);
     model::block_forward(config, weights, hidden, rope, &capture);
     solver::HessianAccumulator accumulator(capture.captured.size(-1), capture.captured.device());
     accumulator.add(capture.captured);
-    quantize_group(groups[group], accumulator.hessian(), accumulator.n_samples(), gptq, weights,
-                   sink, times);
+    quantize_group(groups[group].linears, accumulator.hessian(), accumulator.n_samples(), context,
+                   weights, sink, times);
   }
   return model::block_forward(config, weights, hidden, rope, nullptr);
 }
@@ -111,10 +133,8 @@ TEST_P(BlockRunner, SinglePassEqualsStagedPaperProcedure) {
   at::manual_seed(2);
   const at::Tensor hidden = at::randn({6, 24, config.hidden_size});
   model::RotaryCache rope(config, 24, at::kFloat, at::kCPU);
-  BlockQuantizeOptions options;
-  options.gptq.quant.bits = 4;
-  options.gptq.quant.group_size = 16;
-  options.gptq.desc_act = desc_act;
+  Job job(grouped(16, desc_act));
+  BlockQuantizeOptions& options = job.options;
   options.block.batch_chunk = batch_chunk;
   options.block.max_held_bytes = max_held_bytes;
 
@@ -130,7 +150,7 @@ TEST_P(BlockRunner, SinglePassEqualsStagedPaperProcedure) {
   model::BlockWeights staged = clone(original);
   Collected staged_results;
   at::Tensor staged_out =
-      staged_reference(config, staged, hidden, rope, options.gptq, staged_results.sink());
+      staged_reference(config, staged, hidden, rope, options.solve, staged_results.sink());
 
   ASSERT_EQ(single_results.results.size(), 7u);
   for (const auto& [name, expected] : staged_results.results) {
@@ -141,7 +161,7 @@ TEST_P(BlockRunner, SinglePassEqualsStagedPaperProcedure) {
     EXPECT_NEAR(got.loss, expected.loss, 1e-4 * std::max(1.0, expected.loss));
     // Codes may differ only where a value sits on a rounding boundary.
     const double mismatch =
-        got.packed.qweight.ne(expected.packed.qweight).to(at::kDouble).mean().item<double>();
+        got.solved.codes.ne(expected.solved.codes).to(at::kDouble).mean().item<double>();
     EXPECT_LT(mismatch, 0.01);
     EXPECT_TRUE(at::allclose(single.tensors.at(name + ".weight"), staged.tensors.at(name + ".weight"),
                              kFp32Tol, kFp32Tol));
@@ -179,8 +199,8 @@ TEST(BlockRunnerStreaming, HeldAndRecomputedGiveIdenticalOutputAndWeights) {
   };
   auto run = [&](int64_t max_held_bytes) {
     Run result{clone(original), {}, {}, {}};
-    BlockQuantizeOptions options;
-    options.gptq.quant.group_size = 16;
+    Job job(grouped(16));
+    BlockQuantizeOptions& options = job.options;
     options.block.batch_chunk = 2;
     options.block.max_held_bytes = max_held_bytes;
     PhaseTimes times;
@@ -199,7 +219,7 @@ TEST(BlockRunnerStreaming, HeldAndRecomputedGiveIdenticalOutputAndWeights) {
   ASSERT_EQ(held.results.results.size(), 7u);
   for (const auto& [name, result] : held.results.results) {
     const auto& other = recomputed.results.results.at(name);
-    EXPECT_TRUE(result.packed.qweight.equal(other.packed.qweight)) << name;
+    EXPECT_TRUE(result.solved.codes.equal(other.solved.codes)) << name;
     EXPECT_EQ(result.loss, other.loss) << name;
   }
 }
@@ -210,8 +230,8 @@ TEST(BlockRunnerNoTrueSequential, HessiansComeFromTheUnquantizedBlock) {
   at::manual_seed(4);
   const at::Tensor hidden = at::randn({4, 16, config.hidden_size});
   model::RotaryCache rope(config, 16, at::kFloat, at::kCPU);
-  BlockQuantizeOptions options;
-  options.gptq.quant.group_size = 16;
+  Job job(grouped(16));
+  BlockQuantizeOptions& options = job.options;
   options.true_sequential = false;
 
   model::BlockWeights weights = clone(original);
@@ -226,7 +246,7 @@ TEST(BlockRunnerNoTrueSequential, HessiansComeFromTheUnquantizedBlock) {
   solver::HessianAccumulator accumulator(capture.captured.size(-1), at::kCPU);
   accumulator.add(capture.captured);
   auto expected = solver::gptq_quantize(original.tensors.at("mlp.down_proj.weight"),
-                                        accumulator.hessian(), options.gptq);
+                                        accumulator.hessian(), options.solve.gptq);
   EXPECT_TRUE(at::allclose(weights.tensors.at("mlp.down_proj.weight"), expected.dequantized,
                            kFp32Tol, kFp32Tol));
   // The output is the quantized block's.
@@ -234,23 +254,114 @@ TEST(BlockRunnerNoTrueSequential, HessiansComeFromTheUnquantizedBlock) {
   EXPECT_TRUE(at::allclose(out, again, kFp32Tol, kFp32Tol));
 }
 
-TEST(BlockRunnerRtn, EveryLinearRoundedAndUnpackableShapesKept) {
-  EXPECT_TRUE(packable(32, 64, 4));
-  EXPECT_FALSE(packable(32, 172, 4));  // 172 codes are not whole 32-bit words
-  EXPECT_FALSE(packable(48, 64, 3));
-  EXPECT_TRUE(packable(64, 96, 3));
-
+TEST(BlockRunnerRtn, EveryLinearRounded) {
   const auto config = tiny_config();
   model::BlockWeights weights = random_block(config, 5);
   const at::Tensor before = weights.tensors.at("mlp.up_proj.weight").clone();
   Collected results;
   PhaseTimes times;
-  solver::QuantConfig quant;
-  quant.group_size = 16;
-  quantize_block_rtn(config, weights, quant, results.sink(), times);
+  Job job(grouped(16));
+  quantize_block_rtn(config, weights, job.options.solve, results.sink(), times);
   ASSERT_EQ(results.results.size(), 7u);
-  auto expected = solver::rtn_quantize(before, quant);
+  auto expected = solver::rtn_quantize(before, job.options.solve.gptq.quant);
   EXPECT_TRUE(weights.tensors.at("mlp.up_proj.weight").equal(expected.dequantized));
+  EXPECT_NEAR(results.results.at("mlp.up_proj").loss, expected.loss, 1e-6 * expected.loss);
+}
+
+// Rows are independent given H, so q/k/v stacked into one solve (one check,
+// one permutation, one Cholesky) give what three solves give.
+TEST(BlockRunnerSharedHessian, StackedSolveEqualsSeparateSolves) {
+  for (bool desc_act : {false, true}) {
+    SCOPED_TRACE(desc_act ? "act-order" : "natural order");
+    const auto config = tiny_config();
+    model::BlockWeights weights = random_block(config, 8);
+    const model::BlockWeights original = clone(weights);
+    at::manual_seed(9);
+    const at::Tensor X = at::randn({256, config.hidden_size});
+    solver::HessianAccumulator accumulator(config.hidden_size, at::kCPU);
+    accumulator.add(X);
+    const at::Tensor H = accumulator.hessian();
+    Job job(grouped(16, desc_act));
+    Collected results;
+    PhaseTimes times;
+    const std::vector<std::string> qkv = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"};
+    quantize_group(qkv, H, 256, job.options.solve, weights, results.sink(), times);
+    ASSERT_EQ(results.results.size(), 3u);
+    for (const auto& name : qkv) {
+      SCOPED_TRACE(name);
+      const auto& got = results.results.at(name);
+      EXPECT_EQ(got.n_stacked, 3);
+      const auto alone = solver::gptq_quantize(original.tensors.at(name + ".weight"), H, job.options.solve.gptq);
+      const double mismatch = got.solved.codes.ne(alone.codes).to(at::kDouble).mean().item<double>();
+      EXPECT_LT(mismatch, 0.002);  // only values on a rounding boundary may differ
+      EXPECT_TRUE(got.solved.g_idx.equal(alone.g_idx));
+      EXPECT_TRUE(at::allclose(got.solved.scales, alone.scales, 1e-6, 1e-7));
+      EXPECT_TRUE(at::allclose(weights.tensors.at(name + ".weight"), alone.dequantized, kFp32Tol, kFp32Tol));
+      EXPECT_NEAR(got.loss, alone.loss, 1e-3 * alone.loss);
+      EXPECT_EQ(got.damp_used, alone.damp_used);
+    }
+  }
+}
+
+// The resolver decides per linear: kept in full precision, or another scheme
+// (solved in its own stack).
+TEST(BlockRunnerSchemes, ResolverSkipsAndOverridesPerLinear) {
+  const auto config = tiny_config();
+  model::BlockWeights weights = random_block(config, 10);
+  const at::Tensor up_before = weights.tensors.at("mlp.up_proj.weight").clone();
+  at::manual_seed(11);
+  solver::HessianAccumulator accumulator(config.hidden_size, at::kCPU);
+  accumulator.add(at::randn({128, config.hidden_size}));
+  Job job(grouped(16));
+  job.schemes.keep_full_precision("model.layers.0.mlp.up_proj", "test exclusion");
+  solver::Scheme eight_bit{job.options.solve.gptq.quant};
+  eight_bit.quant.bits = 8;
+  job.schemes.add_rule("model\\.layers\\.0\\.mlp\\.gate", eight_bit);
+  Collected results;
+  PhaseTimes times;
+  quantize_group({"mlp.gate_proj", "mlp.up_proj"}, accumulator.hessian(), 128, job.options.solve,
+                 weights, results.sink(), times);
+  const auto& up = results.results.at("mlp.up_proj");
+  EXPECT_FALSE(up.quantized);
+  EXPECT_EQ(up.skip_reason, "kept in full precision by the scheme");
+  EXPECT_TRUE(weights.tensors.at("mlp.up_proj.weight").equal(up_before));
+  const auto& gate = results.results.at("mlp.gate_proj");
+  ASSERT_TRUE(gate.quantized);
+  EXPECT_EQ(gate.scheme.quant.bits, 8);
+  EXPECT_EQ(gate.n_stacked, 1);
+  EXPECT_LE(gate.solved.codes.max().item<int64_t>(), 255);
+}
+
+// Asymmetric v1 grids never store a zero point of 0 (vLLM and AutoGPTQ would
+// misread it); v2 stores it. All-positive weights force zero = 0 everywhere.
+TEST(BlockRunnerFormats, V1RaisesAsymmetricZeroPointsV2KeepsThem) {
+  const auto config = tiny_config();
+  at::manual_seed(12);
+  solver::HessianAccumulator accumulator(config.hidden_size, at::kCPU);
+  accumulator.add(at::randn({128, config.hidden_size}));
+  for (const std::string format_name : {"gptq", "gptq_v2"}) {
+    SCOPED_TRACE(format_name);
+    model::BlockWeights weights = random_block(config, 13);
+    weights.tensors["self_attn.q_proj.weight"] = weights.tensors.at("self_attn.q_proj.weight").abs() + 0.01;
+    solver::GptqConfig gptq = grouped(16);
+    gptq.quant.sym = false;
+    Job job(gptq);
+    job.format = pack::make_output_format(format_name);
+    job.options.solve.format = job.format.get();
+    Collected results;
+    PhaseTimes times;
+    quantize_group({"self_attn.q_proj"}, accumulator.hessian(), 128, job.options.solve, weights,
+                   results.sink(), times);
+    const auto& q = results.results.at("self_attn.q_proj");
+    const int64_t n_grids = q.solved.zeros.numel();
+    if (format_name == "gptq") {
+      EXPECT_GE(q.solved.zeros.min().item<int64_t>(), 1);
+      EXPECT_EQ(q.n_zero_raised, n_grids);
+    } else {
+      EXPECT_EQ(q.solved.zeros.max().item<int64_t>(), 0);
+      EXPECT_EQ(q.n_zero_raised, 0);
+    }
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "gptq/core/error.h"
 #include "gptq/io/safetensors.h"
 #include "gptq/model/perplexity.h"
+#include "gptq/pack/gptq_pack.h"
 
 namespace gptq::calib {
 namespace {
@@ -229,6 +230,95 @@ TEST_F(Pipeline, BadInputsAreInputErrorsAndLeaveNothing) {
   no_calib.calib_file.clear();
   EXPECT_THROW(run_quantize(no_calib), InputError);
   expect_no_leftovers();
+}
+
+// What an error says, or "" when `job` did not throw `ErrorType`.
+template <typename ErrorType>
+std::string refusal(const QuantizeOptions& job) {
+  try {
+    run_quantize(job);
+  } catch (const ErrorType& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(Pipeline, ContradictionsAreRefusedBeforeAnyWork) {
+  // 24 does not divide the 32 input columns of q_proj: vLLM could not load it.
+  QuantizeOptions ragged = options("ragged");
+  ragged.gptq.quant.group_size = 24;
+  const std::string message = refusal<InputError>(ragged);
+  EXPECT_NE(message.find("model.layers.0.self_attn.q_proj"), std::string::npos) << message;
+  EXPECT_NE(message.find("does not divide its 32 input columns"), std::string::npos) << message;
+
+  QuantizeOptions static_per_row = options("static");
+  static_per_row.gptq.quant.group_size = -1;
+  static_per_row.gptq.static_groups = true;
+  EXPECT_NE(refusal<InputError>(static_per_row).find("--static-groups"), std::string::npos);
+
+  QuantizeOptions bad_format = options("fmt");
+  bad_format.format = "awq";
+  EXPECT_NE(refusal<InputError>(bad_format).find("gptq_v2"), std::string::npos);
+  EXPECT_FALSE(fs::exists(root_ / "ragged"));
+  expect_no_leftovers();
+}
+
+TEST_F(Pipeline, AlreadyQuantizedSourcesAreRefused) {
+  run_quantize(options("once"));
+  QuantizeOptions again = options("again");
+  again.model_dir = root_ / "once";
+  const std::string message = refusal<InputError>(again);
+  EXPECT_NE(message.find("already quantized"), std::string::npos) << message;
+  EXPECT_NE(message.find("'gptq'"), std::string::npos) << message;
+
+  // FP8 block-scaled weights (DeepSeek-V3 style) without a quantization_config.
+  const fs::path fp8 = root_ / "fp8";
+  fs::create_directories(fp8);
+  std::ofstream(fp8 / "config.json") << tiny_llama_json().dump();
+  auto source = io::Checkpoint::open(model_);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& name : source.names()) tensors.push_back({name, source.load(name)});
+  tensors.push_back({"model.layers.0.mlp.up_proj.weight_scale_inv", at::ones({1, 1})});
+  io::save_file(fp8 / "model.safetensors", tensors);
+  QuantizeOptions scaled = options("scaled");
+  scaled.model_dir = fp8;
+  EXPECT_NE(refusal<InputError>(scaled).find("weight_scale_inv"), std::string::npos);
+  expect_no_leftovers();
+}
+
+// Asymmetric v1 output never stores a zero point of 0 (vLLM misreads it); v2
+// stores zeros exactly; the reader handles both.
+TEST_F(Pipeline, AsymmetricV1RaisesZerosAndV2KeepsThem) {
+  QuantizeOptions v1 = options("v1");
+  v1.gptq.quant.sym = false;
+  QuantizeOptions v2 = options("v2");
+  v2.gptq.quant.sym = false;
+  v2.format = "gptq_v2";
+  const auto v1_report = run_quantize(v1);
+  const auto v2_report = run_quantize(v2);
+  EXPECT_EQ(v1_report.at("format"), "gptq");
+  EXPECT_EQ(v2_report.at("format"), "gptq_v2");
+  EXPECT_EQ(v2_report.at("zero_points_raised"), 0);
+  std::ifstream config_file(root_ / "v2" / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(config_file)["quantization_config"]["checkpoint_format"], "gptq_v2");
+
+  const auto config = model::load_model_config(model_);
+  for (const char* dir : {"v1", "v2"}) {
+    SCOPED_TRACE(dir);
+    GptqWeightSource source(root_ / dir);
+    EXPECT_EQ(source.info().format, std::string(dir) == "v1" ? "gptq" : "gptq_v2");
+    const at::Tensor W = source.tensor("model.layers.1.mlp.up_proj.weight", at::kFloat, at::kCPU);
+    const at::Tensor original = io::Checkpoint::open(model_).load("model.layers.1.mlp.up_proj.weight");
+    EXPECT_LT(((W - original).norm() / original.norm()).item<double>(), 0.2);
+    EXPECT_GT(((W - original).norm() / original.norm()).item<double>(), 1e-4);
+  }
+  // Every stored v1 zero field reads back >= 1 through the v1 reader.
+  auto checkpoint = io::Checkpoint::open(root_ / "v1");
+  pack::GptqTensors packed{checkpoint.load("model.layers.0.self_attn.q_proj.qweight"),
+                           checkpoint.load("model.layers.0.self_attn.q_proj.qzeros"),
+                           checkpoint.load("model.layers.0.self_attn.q_proj.scales"),
+                           checkpoint.load("model.layers.0.self_attn.q_proj.g_idx")};
+  EXPECT_GE(pack::unpack_gptq(packed, 4).zeros.min().item<int64_t>(), 1);
 }
 
 }  // namespace

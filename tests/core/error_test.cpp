@@ -32,6 +32,16 @@ TEST(Error, ContextIsPrependedAndKindKept) {
   FAIL() << "kind was lost";
 }
 
+TEST(Error, KindsCarryTheirExitCodeAndPrefix) {
+  EXPECT_EQ(InputError("bad").describe(), "bad");
+  EXPECT_EQ(UnsupportedError("arch").exit_code(), 2);
+  EXPECT_EQ(NumericalError("nan").describe(), "numerical failure: nan");
+  EXPECT_EQ(NumericalError("nan").exit_code(), 1);
+  EXPECT_EQ(Error("disk full").describe(), "runtime failure: disk full");
+  EXPECT_EQ(Error("disk full").exit_code(), 1);
+  EXPECT_THROW(GPTQ_CHECK_NUMERIC(false, "x"), NumericalError);
+}
+
 TEST(Progress, HumanUnits) {
   EXPECT_EQ(human_bytes(512), "512 B");
   EXPECT_EQ(human_bytes(1536), "1.5 KiB");

@@ -23,6 +23,12 @@ nlohmann::json llama_json() {
 
 ModelConfig parse(const nlohmann::json& json) { return parse_model_config(json.dump(), "/m/config.json"); }
 
+std::vector<int64_t> windows(const ModelConfig& config) {
+  std::vector<int64_t> per_layer;
+  for (const auto& layer : config.layers) per_layer.push_back(layer.sliding_window);
+  return per_layer;
+}
+
 template <typename ErrorType>
 std::string error_of(const nlohmann::json& json) {
   try {
@@ -40,15 +46,33 @@ TEST(ModelConfig, LlamaDefaultsAndDerivedKeys) {
   EXPECT_EQ(config.head_dim, 16);
   EXPECT_EQ(config.n_kv_heads, 2);
   EXPECT_EQ(config.torch_dtype, c10::kBFloat16);
-  EXPECT_FALSE(config.qkv_bias);
+  EXPECT_FALSE(config.layer(0).qkv_bias);
   EXPECT_FALSE(config.tie_word_embeddings);
+  EXPECT_FALSE(config.quantization_method.has_value());
   EXPECT_EQ(config.rope.type, RopeType::kDefault);
   EXPECT_DOUBLE_EQ(config.rope.theta, 10000.0);
-  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({0, 0}));
+  EXPECT_EQ(windows(config), std::vector<int64_t>({0, 0}));
   EXPECT_EQ(config.layer_prefix(1), "model.layers.1.");
-  EXPECT_EQ(config.arch.sequential_groups.size(), 4u);
-  EXPECT_EQ(config.arch.sequential_groups[0],
-            std::vector<std::string>({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}));
+  ASSERT_EQ(config.layers.size(), 2u);
+  EXPECT_EQ(config.n_linears(), 14);
+  const LayerSpec& layer = config.layer(1);
+  EXPECT_EQ(layer.index, 1);
+  EXPECT_EQ(layer.intermediate_size, 160);
+  ASSERT_EQ(layer.groups.size(), 4u);
+  EXPECT_EQ(layer.groups[0],
+            (LinearGroup{InputSite::kAttentionInput, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}}));
+  EXPECT_EQ(layer.groups[1], (LinearGroup{InputSite::kAttentionOutput, {"self_attn.o_proj"}}));
+  EXPECT_EQ(layer.groups[2], (LinearGroup{InputSite::kMlpInput, {"mlp.gate_proj", "mlp.up_proj"}}));
+  EXPECT_EQ(layer.groups[3], (LinearGroup{InputSite::kMlpHidden, {"mlp.down_proj"}}));
+  EXPECT_EQ(layer.groups_at(InputSite::kMlpInput), std::vector<int>({2}));
+  EXPECT_EQ(layer.input_norm.name, "input_layernorm");
+  EXPECT_EQ(layer.mlp.down_proj, "mlp.down_proj");
+}
+
+TEST(ModelConfig, RecordsAnExistingQuantization) {
+  auto json = llama_json();
+  json["quantization_config"] = {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
+  EXPECT_EQ(parse(json).quantization_method, "fp8");
 }
 
 TEST(ModelConfig, MissingKeyNamesKeyAndFile) {
@@ -117,26 +141,28 @@ TEST(ModelConfig, FamiliesResolveBiasNormAndWindowsFromTheTable) {
   qwen2["sliding_window"] = 32;
   qwen2["max_window_layers"] = 1;
   ModelConfig config = parse(qwen2);
-  EXPECT_TRUE(config.qkv_bias);
-  EXPECT_FALSE(config.o_bias);
-  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({0, 32}));
+  EXPECT_TRUE(config.layer(0).qkv_bias && config.layer(1).qkv_bias);
+  EXPECT_FALSE(config.layer(0).o_bias);
+  EXPECT_TRUE(config.layer(1).has_bias("self_attn.k_proj"));
+  EXPECT_FALSE(config.layer(1).has_bias("self_attn.o_proj"));
+  EXPECT_EQ(windows(config), std::vector<int64_t>({0, 32}));
 
   auto qwen3 = llama_json();
   qwen3["architectures"] = {"Qwen3ForCausalLM"};
   qwen3["head_dim"] = 32;
   qwen3["sliding_window"] = 32;  // ignored: use_sliding_window is false
   config = parse(qwen3);
-  EXPECT_TRUE(config.arch.qk_norm);
+  EXPECT_TRUE(config.arch.attention.qk_norm && config.layer(1).attention.qk_norm);
   EXPECT_EQ(config.head_dim, 32);
-  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({0, 0}));
+  EXPECT_EQ(windows(config), std::vector<int64_t>({0, 0}));
 
   auto mistral = llama_json();
   mistral["architectures"] = {"MistralForCausalLM"};
   mistral["sliding_window"] = 16;
   mistral["attention_bias"] = true;  // Mistral has no biases whatever the key says
   config = parse(mistral);
-  EXPECT_EQ(config.sliding_window, std::vector<int64_t>({16, 16}));
-  EXPECT_FALSE(config.qkv_bias);
+  EXPECT_EQ(windows(config), std::vector<int64_t>({16, 16}));
+  EXPECT_FALSE(config.layer(0).qkv_bias);
 
   auto llama = llama_json();
   llama["attention_bias"] = true;
@@ -144,7 +170,8 @@ TEST(ModelConfig, FamiliesResolveBiasNormAndWindowsFromTheTable) {
   llama["tie_word_embeddings"] = true;
   llama["dtype"] = "float16";
   config = parse(llama);
-  EXPECT_TRUE(config.qkv_bias && config.o_bias && config.mlp_bias && config.tie_word_embeddings);
+  EXPECT_TRUE(config.layer(1).qkv_bias && config.layer(1).o_bias && config.layer(1).mlp_bias &&
+              config.tie_word_embeddings);
   EXPECT_EQ(config.torch_dtype, c10::kHalf);
 }
 

@@ -38,7 +38,7 @@ BlockWeights random_block(const ModelConfig& config, uint64_t seed = 0) {
   block.tensors["mlp.gate_proj.weight"] = w(config.intermediate_size, config.hidden_size);
   block.tensors["mlp.up_proj.weight"] = w(config.intermediate_size, config.hidden_size);
   block.tensors["mlp.down_proj.weight"] = w(config.hidden_size, config.intermediate_size);
-  if (config.arch.qk_norm) {
+  if (config.arch.attention.qk_norm) {
     block.tensors["self_attn.q_norm.weight"] = 1 + 0.1 * at::randn({config.head_dim});
     block.tensors["self_attn.k_norm.weight"] = 1 + 0.1 * at::randn({config.head_dim});
   }
@@ -156,7 +156,7 @@ TEST(BlockForward, MatchesNaiveAttentionWithGqa) {
 
 TEST(BlockForward, SlidingWindowMasksOldKeys) {
   ModelConfig config = tiny_config("MistralForCausalLM", 4);
-  ASSERT_EQ(config.sliding_window[0], 4);
+  ASSERT_EQ(config.layer(0).sliding_window, 4);
   BlockWeights weights = random_block(config);
   at::Tensor x = at::randn({2, 12, 32});
   RotaryCache rope(config, 12, at::kFloat, at::kCPU);
@@ -181,10 +181,13 @@ TEST(BlockForward, IsCausal) {
 // Records the protocol: every call in order, each group's chunks joined.
 class RecordingObserver : public GroupObserver {
  public:
-  void observe(int group_index, const at::Tensor& input_chunk) override {
+  void observe(int group_index, const GroupInput& input) override {
     calls.push_back("observe " + std::to_string(group_index));
-    chunk_rows[group_index].push_back(input_chunk.size(0));
-    chunks[group_index].push_back(input_chunk.clone());
+    EXPECT_FALSE(input.token_index.defined());  // dense groups see every token
+    EXPECT_EQ(input.row_start, next_row[group_index]);
+    next_row[group_index] += input.x.size(0);
+    chunk_rows[group_index].push_back(input.x.size(0));
+    chunks[group_index].push_back(input.x.clone());
   }
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
                     BlockWeights& weights) override {
@@ -200,6 +203,7 @@ class RecordingObserver : public GroupObserver {
   int zero_group = -1;
   std::vector<std::string> calls;
   std::map<int, std::vector<int64_t>> chunk_rows;
+  std::map<int, int64_t> next_row;
   std::map<int, std::vector<at::Tensor>> chunks;
   std::vector<int> indices;
   std::vector<std::vector<std::string>> names;
@@ -228,7 +232,10 @@ TEST(BlockForward, ObserverSeesEachGroupInOrderChunkByChunk) {
     }
     EXPECT_EQ(observer.calls, expected_calls);
     ASSERT_EQ(observer.indices, std::vector<int>({0, 1, 2, 3}));
-    EXPECT_EQ(observer.names, config.arch.sequential_groups);
+    ASSERT_EQ(observer.names.size(), config.layer(0).groups.size());
+    for (size_t group = 0; group < observer.names.size(); ++group) {
+      EXPECT_EQ(observer.names[group], config.layer(0).groups[group].linears);
+    }
     EXPECT_EQ(observer.shapes[0], std::vector<int64_t>({3, 6, 32}));
     EXPECT_EQ(observer.shapes[1], std::vector<int64_t>({3, 6, 32}));  // n_heads * head_dim
     EXPECT_EQ(observer.shapes[2], std::vector<int64_t>({3, 6, 32}));
@@ -301,11 +308,47 @@ TEST(BlockForward, ObserverSwappedWeightsAreUsedDownstream) {
 
 class ReshapingObserver : public GroupObserver {
  public:
-  void observe(int, const at::Tensor&) override {}
+  void observe(int, const GroupInput&) override {}
   void finish_group(int, const std::vector<std::string>& names, BlockWeights& weights) override {
     weights.tensors[names[0] + ".weight"] = at::zeros({1, 1});
   }
 };
+
+TEST(BlockForward, WeightsOfAnotherLayerAreRefused) {
+  ModelConfig config = tiny_config();  // one layer
+  BlockWeights weights = random_block(config);
+  weights.layer = 1;
+  RotaryCache rope(config, 4, at::kFloat, at::kCPU);
+  EXPECT_THROW(block_forward(config, weights, at::randn({1, 4, 32}), rope), InputError);
+}
+
+// Names come from the LayerSpec, not from a family: a layer whose spec names
+// its projections differently runs on tensors of those names.
+TEST(BlockForward, NamesComeFromTheLayerSpec) {
+  ModelConfig config = tiny_config();
+  BlockWeights weights = random_block(config, 5);
+  RotaryCache rope(config, 6, at::kFloat, at::kCPU);
+  at::Tensor x = at::randn({2, 6, 32});
+  const at::Tensor expected = block_forward(config, weights, x, rope);
+  LayerSpec& layer = config.layers[0];
+  layer.mlp.gate_proj = "feed_forward.w1";
+  layer.mlp.up_proj = "feed_forward.w3";
+  layer.mlp.down_proj = "feed_forward.w2";
+  layer.input_norm.name = "attention_norm";
+  layer.groups = layer_groups(layer.attention, layer.mlp);
+  auto rename = [&](const std::string& from, const std::string& to) {
+    weights.tensors[to] = weights.tensors.at(from);
+    weights.tensors.erase(from);
+  };
+  rename("mlp.gate_proj.weight", "feed_forward.w1.weight");
+  rename("mlp.up_proj.weight", "feed_forward.w3.weight");
+  rename("mlp.down_proj.weight", "feed_forward.w2.weight");
+  rename("input_layernorm.weight", "attention_norm.weight");
+  EXPECT_TRUE(block_forward(config, weights, x, rope).equal(expected));
+  RecordingObserver observer;
+  EXPECT_TRUE(block_forward(config, weights, x, rope, &observer).allclose(expected, 1e-6, 1e-6));
+  EXPECT_EQ(observer.names[2], std::vector<std::string>({"feed_forward.w1", "feed_forward.w3"}));
+}
 
 TEST(BlockForward, ObserverMustKeepShapes) {
   ModelConfig config = tiny_config();

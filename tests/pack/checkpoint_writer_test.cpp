@@ -9,13 +9,14 @@
 
 #include "gptq/core/error.h"
 #include "gptq/io/safetensors.h"
+#include "gptq/pack/gptq_pack.h"
 
 namespace gptq::pack {
 namespace {
 
 namespace fs = std::filesystem;
 
-class CheckpointWriter : public ::testing::Test {
+class CheckpointWriterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = fs::temp_directory_path() /
@@ -31,27 +32,35 @@ class CheckpointWriter : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
-  GptqTensors tensors() const {
-    at::Tensor codes = at::randint(0, 16, {8, 16}, at::kByte);
-    at::Tensor zeros = at::full({1, 8}, 8, at::kInt);
-    at::Tensor scales = at::rand({1, 8}) + 0.1;
-    return pack_gptq(codes, zeros, scales, sequential_g_idx(16, -1), 4);
+  SolvedLinear solved() const {
+    SolvedLinear linear;
+    linear.codes = at::randint(0, 16, {8, 16}, at::kByte);
+    linear.zeros = at::full({1, 8}, 8, at::kInt);
+    linear.scales = at::rand({1, 8}) + 0.1;
+    linear.g_idx = sequential_g_idx(16, -1);
+    return linear;
+  }
+  solver::Scheme scheme() const {
+    solver::Scheme per_row;
+    per_row.quant.group_size = -1;
+    return per_row;
   }
   fs::path root_;
+  std::unique_ptr<OutputFormat> v1_ = make_output_format("gptq");
 };
 
-TEST_F(CheckpointWriter, WritesConfigsCopiesFilesAndRenames) {
+TEST_F(CheckpointWriterTest, WritesConfigsCopiesFilesAndRenames) {
   {
-    GptqCheckpointWriter writer(root_ / "src", root_ / "out");
+    CheckpointWriter writer(root_ / "src", root_ / "out", *v1_);
     EXPECT_TRUE(fs::is_directory(writer.temp_dir()));
     EXPECT_FALSE(fs::exists(root_ / "out"));
-    writer.add_linear("model.layers.0.mlp.up_proj", tensors());
+    writer.add_linear("model.layers.0.mlp.up_proj", solved(), scheme());
     writer.add("model.norm.weight", at::ones({8}));
-    GptqCheckpointSettings settings;
-    settings.group_size = -1;
+    RunSettings settings;
     settings.desc_act = true;
-    settings.skipped_modules = {"model.layers.0.mlp.down_proj"};
-    EXPECT_GT(writer.commit(settings), 0u);
+    solver::SchemeResolver schemes(scheme());
+    schemes.keep_full_precision("model.layers.0.mlp.down_proj", "test");
+    EXPECT_GT(writer.commit(schemes, settings), 0u);
   }
   const fs::path out = root_ / "out";
   ASSERT_TRUE(fs::is_directory(out));
@@ -78,10 +87,10 @@ TEST_F(CheckpointWriter, WritesConfigsCopiesFilesAndRenames) {
   }
 }
 
-TEST_F(CheckpointWriter, AbandonedWriteLeavesNothing) {
+TEST_F(CheckpointWriterTest, AbandonedWriteLeavesNothing) {
   {
-    GptqCheckpointWriter writer(root_ / "src", root_ / "out");
-    writer.add_linear("a", tensors());
+    CheckpointWriter writer(root_ / "src", root_ / "out", *v1_);
+    writer.add_linear("a", solved(), scheme());
   }
   EXPECT_FALSE(fs::exists(root_ / "out"));
   for (const auto& entry : fs::directory_iterator(root_)) {
@@ -89,12 +98,12 @@ TEST_F(CheckpointWriter, AbandonedWriteLeavesNothing) {
   }
 }
 
-TEST_F(CheckpointWriter, ExistingOutputOrMissingConfigIsInputError) {
+TEST_F(CheckpointWriterTest, ExistingOutputOrMissingConfigIsInputError) {
   fs::create_directories(root_ / "taken");
-  EXPECT_THROW(GptqCheckpointWriter(root_ / "src", root_ / "taken"), InputError);
+  EXPECT_THROW(CheckpointWriter(root_ / "src", root_ / "taken", *v1_), InputError);
   fs::create_directories(root_ / "empty");
-  EXPECT_THROW(GptqCheckpointWriter(root_ / "empty", root_ / "out"), InputError);
-  EXPECT_THROW(GptqCheckpointWriter(root_ / "src", root_ / "no" / "parent" / "out"), InputError);
+  EXPECT_THROW(CheckpointWriter(root_ / "empty", root_ / "out", *v1_), InputError);
+  EXPECT_THROW(CheckpointWriter(root_ / "src", root_ / "no" / "parent" / "out", *v1_), InputError);
 }
 
 }  // namespace

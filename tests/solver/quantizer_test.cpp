@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "gptq/core/error.h"
 #include "gptq/solver/gptq.h"
 
 namespace gptq::solver {
@@ -17,6 +18,36 @@ TEST(Quantizer, AsymmetricGridCoversTheRow) {
   EXPECT_FLOAT_EQ(params.zero.item<float>(), 5.0f);
   const at::Tensor codes = quantize_codes(x, params.scale, params.zero, 15);
   EXPECT_TRUE(codes.equal(at::tensor({0.0f, 7.0f, 15.0f, 5.0f}).reshape({1, 4})));
+}
+
+// GPTQ v1 needs zero >= 1: a zero that rounds to 0 is raised and the step
+// widened so the row's maximum stays on the grid.
+TEST(Quantizer, MinZeroRaisesTheZeroAndKeepsTheTopOnTheGrid) {
+  const at::Tensor x = at::tensor({0.0f, 0.5f, 1.5f, 3.0f, -1.0f, 0.5f, 2.0f, 0.0f}).reshape({2, 4});
+  QuantConfig config;
+  config.sym = false;
+  config.min_zero = 1;
+  const QuantParams params = find_params(x, config);
+  // Row 0 is all non-negative: zero 0 -> 1, scale 3/15 -> 3/14.
+  EXPECT_FLOAT_EQ(params.zero[0].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(params.scale[0].item<float>(), 3.0f / 14);
+  // Row 1 keeps its grid (zero 5).
+  EXPECT_FLOAT_EQ(params.zero[1].item<float>(), 5.0f);
+  EXPECT_FLOAT_EQ(params.scale[1].item<float>(), 3.0f / 15);
+  EXPECT_TRUE(params.raised[0].item<bool>());
+  EXPECT_FALSE(params.raised[1].item<bool>());
+  const at::Tensor codes = quantize_codes(x, params.scale.unsqueeze(1), params.zero.unsqueeze(1), 15);
+  const at::Tensor back = dequantize_codes(codes, params.scale.unsqueeze(1), params.zero.unsqueeze(1));
+  EXPECT_NEAR(back[0][3].item<float>(), 3.0f, 1e-6);  // the top is representable, not clipped
+  EXPECT_EQ(codes[0][3].item<float>(), 15.0f);
+  // Symmetric grids and min_zero 0 never raise.
+  config.min_zero = 0;
+  EXPECT_FALSE(find_params(x, config).raised.defined());
+  config.sym = true;
+  config.min_zero = 1;
+  EXPECT_FALSE(find_params(x, config).raised.defined());
+  config.min_zero = 2;
+  EXPECT_THROW(validate(config), InputError);
 }
 
 TEST(Quantizer, SymmetricZeroIsMidpointAndEmptyRowsGetUnitRange) {

@@ -16,6 +16,7 @@
 #include <map>
 #include <string>
 
+#include "gptq/backend/device.h"
 #include "gptq/calib/gptq_weight_source.h"
 #include "gptq/core/error.h"
 #include "gptq/model/config.h"
@@ -54,8 +55,10 @@ int run(int argc, char** argv) {
   }
   at::Tensor ids = at::tensor(flat, at::kLong).view({static_cast<int64_t>(rows.size()), -1});
   RunOptions options;
-  options.device = resolve_device(args["--device"]);
-  options.dtype = resolve_dtype(args["--dtype"], config, options.device);
+  const gptq::backend::ComputeContext context =
+      gptq::backend::resolve_compute(args["--device"], args["--dtype"], config.torch_dtype);
+  options.device = context.device;
+  options.dtype = context.dtype;
   at::Tensor logits = forward_logits(config, source, ids, options).contiguous();
   std::ofstream out(args["--out"], std::ios::binary);
   out.write(static_cast<const char*>(logits.data_ptr()), static_cast<std::streamsize>(logits.nbytes()));

@@ -11,7 +11,7 @@
 #include <iostream>
 #include <string>
 
-#include "gptq/calib/tokenizer.h"
+#include "gptq/tokenizer/tokenizer.h"
 #include "gptq/core/error.h"
 
 int main(int argc, char** argv) try {
@@ -26,7 +26,7 @@ int main(int argc, char** argv) try {
     decode = decode || flag == "--decode";
     time = time || flag == "--time";
   }
-  const auto tokenizer = gptq::calib::Tokenizer::from_file(argv[1]);
+  const auto tokenizer = gptq::tokenizer::Tokenizer::from_file(argv[1]);
   std::ifstream in(argv[2], std::ios::binary);
   GPTQ_CHECK(in, "cannot open '", argv[2], "'");
   std::vector<std::string> texts;

@@ -9,8 +9,13 @@
 //   1. accumulates the group's Hessian H = 2/n sum X^T X over all N*T rows
 //      (fp32, solver::HessianAccumulator, chunk by chunk),
 // then, once every chunk of that group was seen (finish_group),
-//   2. solves every linear of the group with GPTQ against that one H,
-//   3. packs the result and hands it to the sink,
+//   2. solves the group's linears with GPTQ against that one H: linears with
+//      the same scheme are stacked row-wise into ONE solve (rows are
+//      independent given H, so this equals solving them one by one) and so
+//      share the Hessian's checks, act-order permutation, damping and
+//      Cholesky factorization; linears of different schemes solve apart,
+//   3. hands each linear's codes and grid to the sink (which packs them in
+//      the output format),
 //   4. replaces the linear's weight in the block by the dequantized weight,
 // so the block continues with the quantized group and the next group's input
 // already reflects it. For Llama that is: norm -> H(q,k,v) -> solve q,k,v ->
@@ -29,8 +34,10 @@
 // (one collecting pass), all linears are solved, then one more pass with the
 // quantized weights produces the next input.
 //
-// Linears whose shape the GPTQ v1 format cannot pack (see pack/gptq_pack.h) are
-// left in full precision and reported with quantized = false.
+// Which linears are quantized and how is the SchemeResolver's answer for
+// "<layer prefix><linear>" (solver/scheme.h); a linear it keeps in full
+// precision, or whose shape the output format cannot store, is left as it is
+// and reported with quantized = false and the reason.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -40,8 +47,9 @@
 #include "gptq/model/config.h"
 #include "gptq/model/forward.h"
 #include "gptq/model/weights.h"
-#include "gptq/pack/gptq_pack.h"
+#include "gptq/pack/format.h"
 #include "gptq/solver/gptq.h"
+#include "gptq/solver/scheme.h"
 
 namespace gptq::calib {
 
@@ -50,12 +58,16 @@ struct LinearResult {
   std::string name;           // relative to the layer: "self_attn.q_proj"
   int64_t rows = 0;           // out_features
   int64_t cols = 0;           // in_features
-  bool quantized = false;     // false: the shape is not packable, kept as is
+  bool quantized = false;     // false: kept as is, see skip_reason
+  std::string skip_reason;    // when not quantized
   double loss = 0;            // solver loss (see solver::QuantizedWeight::loss)
   double damp_used = 0;
-  double solve_s = 0;         // solve + pack time
+  double solve_s = 0;         // this linear's share (by rows) of its solve's time
   int64_t n_hessian_rows = 0; // rows (tokens) the Hessian was accumulated over
-  pack::GptqTensors packed;   // valid when quantized
+  int64_t n_zero_raised = 0;  // (group, row) grids whose zero the format's floor raised
+  int n_stacked = 1;          // linears solved together in one stacked solve
+  solver::Scheme scheme;      // as the solver ran it; valid when quantized
+  pack::SolvedLinear solved;  // codes and grid; valid when quantized
 };
 
 // Receives each linear as soon as it is solved.
@@ -68,17 +80,24 @@ struct PhaseTimes {
   double solve_s = 0;     // GPTQ solves and packing
 };
 
-// Whether pack_gptq can store a linear [rows=out, cols=in] at `bits`.
-bool packable(int64_t rows, int64_t cols, int bits);
+// What every solve of a job needs: which scheme each linear gets, the format
+// it is stored in (its solver_scheme), and the solver settings (damping,
+// act-order, static groups, block size; the grid settings come from the scheme).
+struct SolveContext {
+  const solver::SchemeResolver* schemes = nullptr;  // required
+  const pack::OutputFormat* format = nullptr;       // required
+  solver::GptqConfig gptq;
+  std::string layer_prefix;  // "model.layers.3.": resolver names are full names
+};
 
 // Quantizes the linears of one group against one Hessian (or RTN when H is
 // undefined), replacing their weights in `weights` by the dequantized ones.
 void quantize_group(const std::vector<std::string>& linear_names, const at::Tensor& H,
-                    int64_t n_hessian_rows, const solver::GptqConfig& config,
+                    int64_t n_hessian_rows, const SolveContext& context,
                     model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times);
 
 struct BlockQuantizeOptions {
-  solver::GptqConfig gptq;
+  SolveContext solve;
   bool true_sequential = true;
   model::BlockOptions block;
 };
@@ -94,7 +113,6 @@ at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWei
 
 // Round-to-nearest for every linear of the block (no calibration).
 void quantize_block_rtn(const model::ModelConfig& config, model::BlockWeights& weights,
-                        const solver::QuantConfig& quant, const LinearSink& sink,
-                        PhaseTimes& times);
+                        const SolveContext& context, const LinearSink& sink, PhaseTimes& times);
 
 }  // namespace gptq::calib

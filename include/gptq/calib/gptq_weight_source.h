@@ -1,11 +1,13 @@
 #pragma once
 // GptqWeightSource: a model::WeightSource over a GPTQ checkpoint directory
 // (config.json with "quantization_config": {"quant_method": "gptq",
-// "checkpoint_format": "gptq", "bits": b, ...}). For every quantized linear
-// (a "<prefix>.qweight" is present) tensor("<prefix>.weight") returns the
-// dequantized float32 weight [out, in] = (code - zero) * scale from the stored
-// tensors (pack::dequantize_gptq), converted to the asked dtype/device; every
-// other tensor is read as stored. So block_forward, perplexity and logits run
+// "checkpoint_format": "gptq" | "gptq_v2", "bits": b, ..., "dynamic"?}). For
+// every quantized linear (a "<prefix>.qweight" is present)
+// tensor("<prefix>.weight") returns the dequantized float32 weight [out, in] =
+// (code - zero) * scale from the stored tensors (pack::dequantize_gptq) at the
+// bits the config's SchemeResolver gives that module (the defaults, or a
+// "dynamic" override), converted to the asked dtype/device; every other
+// tensor is read as stored. So block_forward, perplexity and logits run
 // on a GPTQ checkpoint exactly as its loaders would see it.
 //
 // It lives in calib (not pack) because pack must not depend on model.
@@ -15,6 +17,7 @@
 #include <string>
 
 #include "gptq/model/weights.h"
+#include "gptq/solver/scheme.h"
 
 namespace gptq::io {
 class Checkpoint;
@@ -23,14 +26,16 @@ class Checkpoint;
 namespace gptq::calib {
 
 // The quantization_config of `dir`/config.json (or quantize_config.json) when it
-// describes a GPTQ v1 checkpoint; nullopt for a plain checkpoint. InputError
-// for a GPTQ config we cannot read (checkpoint_format other than "gptq", bits
-// outside {2,3,4,8}).
+// describes a GPTQ checkpoint; nullopt for a plain checkpoint. InputError /
+// UnsupportedError for a GPTQ config we cannot read (checkpoint_format other
+// than "gptq" / "gptq_v2", bits outside {2,3,4,8}, a malformed "dynamic").
 struct GptqCheckpointInfo {
-  int bits = 4;
+  std::string format = "gptq";  // checkpoint_format
+  int bits = 4;                 // the defaults; schemes has the per-module answer
   int group_size = 128;
   bool desc_act = false;
   bool sym = true;
+  std::shared_ptr<solver::SchemeResolver> schemes;
 };
 std::optional<GptqCheckpointInfo> detect_gptq_checkpoint(const std::filesystem::path& dir);
 

@@ -18,7 +18,9 @@
 // recomputed per chunk (the report's calibration.streamed / note say which).
 // Hessians are fp32; the block computes in --dtype (auto: the checkpoint's).
 // Errors: InputError / UnsupportedError (exit 2) for a bad model directory,
-// calibration file or existing output, checked before any heavy work.
+// an already quantized source, calibration file, existing output, a group
+// size that does not divide a quantized linear's input width, or options that
+// contradict each other, all checked before any heavy work.
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -43,8 +45,9 @@ struct QuantizeOptions {
   int n_samples = 128;
   int seqlen = 2048;
   uint64_t seed = 0;
-  std::string device = "auto";       // auto | cpu | cuda[:N] | mps
-  std::string dtype = "auto";        // auto (checkpoint's) | fp32 | bf16 | fp16
+  std::string device = "auto";       // auto | cpu | cuda[:N] | mps (backend/device.h)
+  std::string dtype = "auto";        // auto | fp32 | bf16 | fp16 (backend/device.h)
+  std::string format = "gptq";       // output format: gptq (v1) | gptq_v2 (pack/format.h)
   uint64_t max_shard_bytes = uint64_t{4} << 30;
   bool progress = true;              // per-linear lines / redrawn line on a TTY
 };
@@ -55,12 +58,12 @@ struct QuantizeOptions {
 //                  "streamed": true when the MLP activations were recomputed
 //                  per chunk instead of held, "note": which, in words},
 //  "layers": [{"name", "shape": [out, in], "quantized", "loss", "damp_used",
-//              "n_tokens", "seconds"}],
+//              "n_tokens", "seconds", quantized: "bits", "group_size",
+//              "zero_points_raised", "solved_with" (linears in its stacked
+//              solve); kept: "reason"}],
+//  "format", "zero_points_raised" (asymmetric grids whose zero the v1 floor raised),
 //  "sizes": {"input_bytes", "output_bytes"},
 //  "timings_s": {"load", "calibration", "forward", "hessian", "solve", "write", "total"}}
 nlohmann::json run_quantize(const QuantizeOptions& options);
-
-// The compute dtype for --dtype `name`: "auto" is the checkpoint's.
-c10::ScalarType resolve_compute_dtype(const std::string& name, c10::ScalarType checkpoint_dtype);
 
 }  // namespace gptq::calib

@@ -1,14 +1,25 @@
 #pragma once
 // gptq::Error and its kinds: the one exception family the project throws.
 //
-// InputError        bad file, config, flag or tensor shape from the user (exit 2)
-// UnsupportedError  an architecture, dtype or format we do not handle (exit 2)
-// NumericalError    a computation that failed on valid input, e.g. a Cholesky
-//                   still failing after every damping retry (exit 1)
+//   kind              exit  message prefix        what it means
+//   InputError         2    (none)                bad file, config, flag or tensor shape
+//                                                 from the user: fix the input, do not retry
+//   UnsupportedError   2    (none)                an architecture, dtype or format we do
+//                                                 not handle
+//   NumericalError     1    "numerical failure: " valid input, a computation that failed:
+//                                                 a NaN/Inf or non-symmetric Hessian, a
+//                                                 Cholesky failing after every damping
+//                                                 retry, a non-finite result (retry with
+//                                                 more damping, another dtype or more data)
+//   Error (any other)  1    "runtime failure: "   the machine or our own code: I/O, out of
+//                                                 memory, an internal invariant (a bug)
+// describe() gives the message with the kind's prefix, as main prints it, so a
+// script can tell the three exit-1 causes apart from one line.
 //
-// GPTQ_CHECK(cond, parts...) throws InputError for user input; GPTQ_ASSERT is for
-// our own invariants (a failure is a bug). Callers add context on the way up
-// with Error::with_context("model.layers.3.mlp.down_proj").
+// GPTQ_CHECK(cond, parts...) throws InputError for user input;
+// GPTQ_CHECK_NUMERIC for a computation's result; GPTQ_ASSERT for our own
+// invariants (a failure is a bug). Callers add context on the way up with
+// rethrow_with_context("model.layers.3.mlp.down_proj").
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -21,23 +32,30 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
   // Exit status main() should return for this error.
   virtual int exit_code() const { return 1; }
+  // The kind's message prefix ("" for input errors).
+  virtual const char* prefix() const { return "runtime failure: "; }
+  // prefix() + what(): the one line main prints.
+  std::string describe() const { return prefix() + std::string(what()); }
 };
 
 class InputError : public Error {
  public:
   using Error::Error;
   int exit_code() const override { return 2; }
+  const char* prefix() const override { return ""; }
 };
 
 class UnsupportedError : public Error {
  public:
   using Error::Error;
   int exit_code() const override { return 2; }
+  const char* prefix() const override { return ""; }
 };
 
 class NumericalError : public Error {
  public:
   using Error::Error;
+  const char* prefix() const override { return "numerical failure: "; }
 };
 
 // Rethrows the active exception with "context: " prepended, keeping its kind.
@@ -66,6 +84,13 @@ std::string concat(Parts&&... parts) {
     if (!(cond)) {                                                     \
       throw ::gptq::UnsupportedError(::gptq::detail::concat(__VA_ARGS__)); \
     }                                                                  \
+  } while (false)
+
+#define GPTQ_CHECK_NUMERIC(cond, ...)                                    \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      throw ::gptq::NumericalError(::gptq::detail::concat(__VA_ARGS__)); \
+    }                                                                    \
   } while (false)
 
 #define GPTQ_ASSERT(cond, ...)                                                   \

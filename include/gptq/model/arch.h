@@ -1,20 +1,27 @@
 #pragma once
-// ArchSpec: what a decoder-only model family IS, as data. One row per
-// supported `architectures[0]` of config.json; the block forward reads these
-// fields and never asks which family it runs.
+// ArchSpec: what a decoder-only model family IS, as data; LayerSpec: one
+// decoder layer of one checkpoint, the family's parts with the settings its
+// config.json gives that layer. The block forward, the weight loader and the
+// quantizer read these and never ask which family they run.
 //
 // Tensor names are Hugging Face's: "<layer_prefix><i>.<relative name>", e.g.
-// "model.layers.3.self_attn.q_proj.weight". Linear names in
-// `sequential_groups` are relative to the layer and carry no ".weight".
+// "model.layers.3.self_attn.q_proj.weight". Linear names are relative to the
+// layer and carry no ".weight".
 //
-// sequential_groups: the true-sequential groups of linears in the order the
-// block consumes them. Every linear of a group reads the same input, so one
-// Hessian serves the group; a later group sees the outputs of the earlier
-// (possibly already quantized) groups. Llama:
-//   {q_proj, k_proj, v_proj} <- input_layernorm(h)            [B, T, hidden]
-//   {o_proj}                 <- attention output              [B, T, n_heads*head_dim]
-//   {gate_proj, up_proj}     <- post_attention_layernorm(h')  [B, T, hidden]
-//   {down_proj}              <- silu(gate) * up               [B, T, intermediate]
+// Sequential groups: the true-sequential groups of linears of a layer, in the
+// order the block consumes them, each with the input site it reads. Every
+// linear of a group reads the same input, so one Hessian serves the group; a
+// later group sees the outputs of the earlier (possibly already quantized)
+// groups. The gated dense layer (Llama and the families built like it):
+//   {q_proj, k_proj, v_proj} <- input_layernorm(h)            [B, T, hidden]      kAttentionInput
+//   {o_proj}                 <- attention output              [B, T, n_heads*head_dim] kAttentionOutput
+//   {gate_proj, up_proj}     <- post_attention_layernorm(h')  [B, T, hidden]      kMlpInput
+//   {down_proj}              <- act(gate) * up                [B, T, intermediate] kMlpHidden
+//
+// Adding a family built from parts that exist is one table row (arch.cpp);
+// a new part (an attention or MLP kind) is an enum value, its groups in
+// layer_groups() and its forward in model/forward.cpp.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -36,37 +43,90 @@ enum class SlidingWindowRule {
                 // from "use_sliding_window" and "max_window_layers"
 };
 
-enum class NormKind { kRmsNorm };           // weight * (x / sqrt(mean(x^2) + eps)), in fp32
-enum class MlpKind { kGatedSilu };          // down(silu(gate(x)) * up(x))
-enum class AttentionKind { kRopeCausalGqa };  // RoPE (rotate_half), causal, n_kv_heads <= n_heads
+enum class NormKind { kRmsNorm };  // weight * (x / sqrt(mean(x^2) + eps)), in fp32
+// RoPE (rotate_half), causal, n_kv_heads <= n_heads, scale 1/sqrt(head_dim).
+enum class AttentionKind { kRopeCausalGqa };
+// down(act(gate(x)) * up(x)). Routed experts are issue 11's MLP kind.
+enum class MlpKind { kDenseGated };
+enum class Activation { kSilu };  // config.json hidden_act "silu" / "swish"
+
+// Where in the block a group of linears reads its input, in block order.
+enum class InputSite { kAttentionInput, kAttentionOutput, kMlpInput, kMlpHidden };
+const char* input_site_name(InputSite site);
+
+struct NormSpec {
+  NormKind kind = NormKind::kRmsNorm;
+  std::string name;  // relative tensor name without ".weight"
+};
+
+struct AttentionSpec {
+  AttentionKind kind = AttentionKind::kRopeCausalGqa;
+  std::string q_proj = "self_attn.q_proj";
+  std::string k_proj = "self_attn.k_proj";
+  std::string v_proj = "self_attn.v_proj";
+  std::string o_proj = "self_attn.o_proj";
+  bool qk_norm = false;  // Qwen3: a norm over head_dim on q and k before RoPE
+  NormSpec q_norm{NormKind::kRmsNorm, "self_attn.q_norm"};
+  NormSpec k_norm{NormKind::kRmsNorm, "self_attn.k_norm"};
+  BiasRule qkv_bias;  // q_proj, k_proj, v_proj
+  BiasRule o_bias;
+};
+
+struct MlpSpec {
+  MlpKind kind = MlpKind::kDenseGated;
+  Activation activation = Activation::kSilu;
+  std::string gate_proj = "mlp.gate_proj";
+  std::string up_proj = "mlp.up_proj";
+  std::string down_proj = "mlp.down_proj";
+  BiasRule bias;  // gate, up, down
+};
+
+struct LinearGroup {
+  InputSite site = InputSite::kAttentionInput;
+  std::vector<std::string> linears;
+  bool operator==(const LinearGroup&) const = default;
+};
 
 struct ArchSpec {
   std::string architecture;  // config.json "architectures"[0], e.g. "LlamaForCausalLM"
-  NormKind norm = NormKind::kRmsNorm;
-  AttentionKind attention = AttentionKind::kRopeCausalGqa;
-  MlpKind mlp = MlpKind::kGatedSilu;
-  BiasRule qkv_bias;  // q_proj, k_proj, v_proj
-  BiasRule o_bias;
-  BiasRule mlp_bias;  // gate_proj, up_proj, down_proj
-  bool qk_norm = false;  // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  NormSpec input_norm{NormKind::kRmsNorm, "input_layernorm"};
+  NormSpec post_attention_norm{NormKind::kRmsNorm, "post_attention_layernorm"};
+  AttentionSpec attention;
+  MlpSpec mlp;
   SlidingWindowRule sliding_window = SlidingWindowRule::kNone;
   bool tie_word_embeddings_default = false;  // when config.json has no such key
 
-  // Tensor names.
+  // Tensor names outside the layers.
   std::string embed_tokens = "model.embed_tokens.weight";
   std::string final_norm = "model.norm.weight";
   std::string lm_head = "lm_head.weight";
   std::string layer_prefix = "model.layers.";
-  std::string input_norm = "input_layernorm";
-  std::string post_attention_norm = "post_attention_layernorm";
-  std::string q_norm = "self_attn.q_norm";
-  std::string k_norm = "self_attn.k_norm";
-
-  std::vector<std::vector<std::string>> sequential_groups;
-
-  // All linears of a block, in group order.
-  std::vector<std::string> linear_names() const;
 };
+
+// One decoder layer of a checkpoint: the family's parts with this layer's
+// settings resolved from config.json.
+struct LayerSpec {
+  int index = 0;
+  NormSpec input_norm;
+  NormSpec post_attention_norm;
+  AttentionSpec attention;
+  MlpSpec mlp;
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
+  int64_t sliding_window = 0;  // 0: full causal attention
+  int64_t intermediate_size = 0;
+  std::vector<LinearGroup> groups;  // true-sequential, in block order
+
+  // Every linear of the layer, in group order.
+  std::vector<std::string> linear_names() const;
+  // The groups reading `site`, as indices into `groups`.
+  std::vector<int> groups_at(InputSite site) const;
+  bool has_bias(const std::string& linear) const;
+};
+
+// The true-sequential groups of a layer built from `attention` and `mlp`.
+std::vector<LinearGroup> layer_groups(const AttentionSpec& attention, const MlpSpec& mlp);
 
 // The spec for `architecture`, or UnsupportedError listing the supported ones.
 const ArchSpec& find_arch_spec(const std::string& architecture);

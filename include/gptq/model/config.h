@@ -48,18 +48,24 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
 
-  bool qkv_bias = false;
-  bool o_bias = false;
-  bool mlp_bias = false;
   bool tie_word_embeddings = false;  // the key; lm_head.weight absent also ties (see weights.h)
-  std::vector<int64_t> sliding_window;  // per layer; 0 = full causal attention
+  // One entry per layer: its parts, biases, sliding window, widths and
+  // true-sequential groups (arch.h); layers may differ.
+  std::vector<LayerSpec> layers;
 
   c10::ScalarType torch_dtype = c10::kFloat;  // "dtype" / "torch_dtype"; float32 when absent
+  // quantization_config.quant_method ("gptq", "fp8", ...) when the checkpoint
+  // is already quantized; the quantizer refuses such a source.
+  std::optional<std::string> quantization_method;
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;
 
   // "model.layers.<i>." (the family's layer prefix).
   std::string layer_prefix(int layer) const;
+  // layers[layer], checked.
+  const LayerSpec& layer(int layer) const;
+  // Linears over all layers (progress totals).
+  int64_t n_linears() const;
 };
 
 // Reads `dir`/config.json (or `dir` itself when it names a .json file).

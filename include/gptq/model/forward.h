@@ -6,6 +6,9 @@
 // with n1 = input_layernorm(x), n2 = post_attention_layernorm(h); causal
 // attention (optionally a sliding window), GQA, scale 1/sqrt(head_dim).
 //
+// Which names, norms and groups a block has comes from its LayerSpec
+// (config.layer(weights.layer)); nothing here names a family.
+//
 // Shapes: hidden [B, T, hidden_size] in the compute dtype (fp32, bf16 or fp16)
 // on the compute device; all weights in the same dtype and device. RMSNorm
 // runs in fp32 and casts back before the weight multiply (as LlamaRMSNorm).
@@ -45,15 +48,29 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // x [B, heads, T, head_dim]; cos/sin [T, head_dim]:  x*cos + rotate_half(x)*sin.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
+// One chunk of a group's input, as the group's linears consume it.
+//   x            [rows, T, in_features]: every token of rows [row_start,
+//                row_start + rows) of the batch (token_index undefined); or
+//                [n, in_features]: a subset of the chunk's tokens (an expert's),
+//                with token_index int64 [n] the flat index row * T + t of each
+//                row of x within the whole batch (so routing weights, counts or
+//                per-token data line up across chunks).
+struct GroupInput {
+  at::Tensor x;
+  at::Tensor token_index;  // undefined: every token of the chunk
+  int64_t row_start = 0;
+};
+
 // Sees the exact input of each true-sequential group before its linears run,
 // one chunk of rows (calibration windows) at a time, so no group input is ever
 // materialized for all rows at once.
 //
-// Contract, per group g = index into config.arch.sequential_groups:
-//   observe(g, chunk)    once per row chunk, in row order, covering every row
-//                        exactly once; `chunk` is [rows, T, in_features] as the
-//                        linears will consume it and is only valid during the
-//                        call (copy what must outlive it). Weights must not change here.
+// Contract, per group g = index into config.layer(weights.layer).groups:
+//   observe(g, input)    once per row chunk, in row order, covering every row
+//                        exactly once (for a subset group: every token routed
+//                        to it, and only those); `input.x` is only valid during
+//                        the call (copy what must outlive it). Weights must not
+//                        change here. A group no token reaches gets no call.
 //   finish_group(g, ...) once, after the last observe(g) and before any row
 //                        runs through the group's linears; the observer may
 //                        replace "<linear>.weight" (same shape, dtype, device)
@@ -64,7 +81,7 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Te
 class GroupObserver {
  public:
   virtual ~GroupObserver() = default;
-  virtual void observe(int group_index, const at::Tensor& input_chunk) = 0;
+  virtual void observe(int group_index, const GroupInput& input) = 0;
   virtual void finish_group(int group_index, const std::vector<std::string>& linear_names,
                             BlockWeights& weights) = 0;
 };
@@ -86,7 +103,7 @@ struct BlockOptions {
 struct BlockStats {
   int64_t rows_per_chunk = 0;       // rows (windows) per chunk
   int64_t n_chunks = 0;
-  int64_t mlp_hidden_bytes = 0;     // [B, T, intermediate_size] in the compute dtype
+  int64_t mlp_hidden_bytes = 0;     // [B, T, the layer's intermediate_size] in the compute dtype
   bool mlp_recomputed = false;      // true: gate/up recomputed per chunk, not held
 };
 

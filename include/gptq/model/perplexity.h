@@ -68,11 +68,4 @@ PerplexityResult compute_perplexity(const ModelConfig& config, const WeightSourc
 // InputError naming the file on anything else.
 std::vector<std::vector<int64_t>> read_token_rows(const std::filesystem::path& path);
 
-// "auto" (cuda if available, else mps, else cpu), "cpu", "cuda", "cuda:1", "mps".
-c10::Device resolve_device(const std::string& name);
-// "auto": the checkpoint's dtype, except float16 on the CPU -> float32 (CPU
-// fp16 matmuls are slow); or "fp32", "bf16", "fp16".
-c10::ScalarType resolve_dtype(const std::string& name, const ModelConfig& config,
-                              c10::Device device);
-
 }  // namespace gptq::model

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gptq/model/config.h"
 
@@ -71,6 +72,10 @@ struct BlockWeights {
 // checks every shape against `config` (InputError naming tensor and shapes).
 BlockWeights load_block(const WeightSource& source, const ModelConfig& config, int layer,
                         c10::ScalarType dtype, c10::Device device);
+
+// [out_features, in_features] of `linear` (relative name) in layer `layer`,
+// as config.json implies it.
+std::vector<int64_t> linear_shape(const ModelConfig& config, int layer, const std::string& linear);
 
 // Embedding matrix [vocab, hidden].
 at::Tensor load_embedding(const WeightSource& source, const ModelConfig& config,

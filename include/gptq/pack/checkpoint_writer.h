@@ -1,12 +1,12 @@
 #pragma once
-// GptqCheckpointWriter: writes a GPTQ v1 checkpoint directory next to the model
-// it came from, atomically.
+// CheckpointWriter: the container of a quantized checkpoint, written next to
+// the model it came from, atomically; what each quantized linear stores and
+// what quantization_config says come from its OutputFormat (pack/format.h).
 //
 // Output directory layout (what GPTQModel, vLLM and transformers+optimum load):
 //   model.safetensors | model-0000i-of-0000N.safetensors + model.safetensors.index.json
-//       per quantized linear "<prefix>.qweight" int32 [in*bits/32, out],
-//       "<prefix>.qzeros" int32 [n_groups, out*bits/32], "<prefix>.scales" fp16
-//       [n_groups, out], "<prefix>.g_idx" int32 [in] (+ "<prefix>.bias" as stored);
+//       per quantized linear the format's tensors (GPTQ: "<prefix>.qweight",
+//       ".qzeros", ".scales", ".g_idx"; "<prefix>.bias" as stored);
 //       every other tensor copied unchanged (embeddings, norms, lm_head)
 //   config.json           the source config.json plus "quantization_config"
 //   quantize_config.json  the same quantization_config on its own
@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "gptq/pack/gptq_pack.h"
+#include "gptq/pack/format.h"
 
 namespace gptq::io {
 class ShardedWriter;
@@ -34,50 +34,29 @@ class ShardedWriter;
 
 namespace gptq::pack {
 
-// The settings recorded in quantization_config (Hugging Face key names).
-struct GptqCheckpointSettings {
-  int bits = 4;
-  int group_size = 128;
-  bool desc_act = false;
-  bool sym = true;
-  double damp_percent = 0.01;
-  bool true_sequential = true;
-  bool static_groups = false;
-  bool mse = false;
-  std::string method = "gptq";  // "gptq" or "rtn" (meta only; the format is GPTQ either way)
-  // Linears left in full precision (full names without ".weight"); recorded as
-  // GPTQModel/vLLM "dynamic" exclusions {"-:<escaped name>": {}} so loaders keep
-  // them as plain nn.Linear.
-  std::vector<std::string> skipped_modules;
-};
-
-// {"quant_method": "gptq", "bits", "group_size", "desc_act", "sym", "lm_head": false,
-//  "checkpoint_format": "gptq", "format": "gptq", "pack_dtype": "int32",
-//  "meta": {"damp_percent", "true_sequential", "static_groups", "mse", "method",
-//           "quantizer": ["gptq-quant:<version>"]},
-//  "dynamic": {"-:<name>": {}, ...} only when some linears were skipped}
-nlohmann::json gptq_quantization_config(const GptqCheckpointSettings& settings);
-
 // True when a file name in a model directory is a weight file we do not copy.
 bool is_weight_file(const std::string& file_name);
 
-class GptqCheckpointWriter {
+class CheckpointWriter {
  public:
   // Throws InputError if `output_dir` exists or `source_dir` has no config.json.
-  GptqCheckpointWriter(std::filesystem::path source_dir, std::filesystem::path output_dir,
-                       uint64_t max_shard_bytes = uint64_t{4} << 30);
-  ~GptqCheckpointWriter();
-  GptqCheckpointWriter(const GptqCheckpointWriter&) = delete;
-  GptqCheckpointWriter& operator=(const GptqCheckpointWriter&) = delete;
+  // `format` must outlive the writer.
+  CheckpointWriter(std::filesystem::path source_dir, std::filesystem::path output_dir,
+                   const OutputFormat& format, uint64_t max_shard_bytes = uint64_t{4} << 30);
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
-  // "<prefix>.qweight/.qzeros/.scales/.g_idx" for the linear named `prefix`.
-  void add_linear(const std::string& prefix, const GptqTensors& tensors);
+  // The format's tensors for the linear named `prefix`.
+  void add_linear(const std::string& prefix, const SolvedLinear& solved, const solver::Scheme& scheme);
   // Any other tensor, written as given.
   void add(const std::string& name, const at::Tensor& tensor);
 
-  // Writes the configs and copied files, finishes the shards, renames the
-  // temporary directory to the output. Returns the output's total bytes.
-  uint64_t commit(const GptqCheckpointSettings& settings);
+  // Writes the configs (the format's quantization_config for `schemes` and
+  // `settings`) and copied files, finishes the shards, renames the temporary
+  // directory to the output. Returns the output's total bytes.
+  uint64_t commit(const solver::SchemeResolver& schemes, const RunSettings& settings);
+  const OutputFormat& format() const { return format_; }
 
   const std::filesystem::path& temp_dir() const { return temp_dir_; }
 
@@ -85,6 +64,7 @@ class GptqCheckpointWriter {
   std::filesystem::path source_dir_;
   std::filesystem::path output_dir_;
   std::filesystem::path temp_dir_;
+  const OutputFormat& format_;
   std::unique_ptr<io::ShardedWriter> shards_;
   bool committed_ = false;
 };

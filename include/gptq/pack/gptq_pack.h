@@ -1,5 +1,6 @@
 #pragma once
-// GPTQ v1 checkpoint packing ("quant_method": "gptq", "checkpoint_format": "gptq"):
+// GPTQ checkpoint packing, v1 ("quant_method": "gptq", "checkpoint_format": "gptq")
+// and v2 ("checkpoint_format": "gptq_v2", the same but zeros stored as they are):
 // the four tensors a GPTQ checkpoint stores per quantized linear, byte for byte
 // as AutoGPTQ / GPTQModel write them and GPTQModel / vLLM / ExLlama read them.
 //
@@ -35,7 +36,9 @@
 //     since fields straddle words).
 //   With sym=True (zero = 2^(b-1)) no zero is 0 and every v1 reader agrees;
 //   an asymmetric zero of 0 round-trips through GPTQModel but not through
-//   per-field readers (AutoGPTQ, vLLM), a limitation of the v1 format itself.
+//   per-field readers (AutoGPTQ, vLLM), a limitation of the v1 format itself,
+//   which is why the v1 output format has the solver keep zeros >= 1
+//   (pack/format.h). v2 (ZeroEncoding::kExact) stores the zero itself.
 //
 // Shape requirements (InputError otherwise): b in {2, 3, 4, 8}; for b = 3,
 // I and O multiples of 32 (whole 3-word blocks); for b = 2/4/8, I and O
@@ -52,7 +55,10 @@
 
 namespace gptq::pack {
 
-// Exactly what a GPTQ v1 checkpoint stores per linear (see the layout above).
+// How qzeros holds the zero points: v1's "zero minus one" or v2's zero as is.
+enum class ZeroEncoding { kMinusOne, kExact };
+
+// Exactly what a GPTQ checkpoint stores per linear (see the layout above).
 struct GptqTensors {
   at::Tensor qweight;  // int32 [in*bits/32, out]
   at::Tensor qzeros;   // int32 [n_groups, out*bits/32], stored zero minus one (v1)
@@ -72,16 +78,19 @@ struct UnpackedGptq {
 // [0, maxq]; zeros: integer [n_groups, out] in [0, maxq]; scales: floating
 // [n_groups, out] (rounded to float16); g_idx: integer [in] in [0, n_groups).
 GptqTensors pack_gptq(const at::Tensor& codes, const at::Tensor& zeros, const at::Tensor& scales,
-                      const at::Tensor& g_idx, int bits);
+                      const at::Tensor& g_idx, int bits,
+                      ZeroEncoding encoding = ZeroEncoding::kMinusOne);
 
 // Inverse of pack_gptq: exact for codes and zeros; scales come back as the
 // float16 values widened to float32. Checks the tensors' dtypes and shapes
 // against each other and `bits`.
-UnpackedGptq unpack_gptq(const GptqTensors& packed, int bits);
+UnpackedGptq unpack_gptq(const GptqTensors& packed, int bits,
+                         ZeroEncoding encoding = ZeroEncoding::kMinusOne);
 
 // float32 [out, in] = (code - zero[g_idx]) * scale[g_idx], computed in float32
 // from the stored float16 scales.
-at::Tensor dequantize_gptq(const GptqTensors& packed, int bits);
+at::Tensor dequantize_gptq(const GptqTensors& packed, int bits,
+                           ZeroEncoding encoding = ZeroEncoding::kMinusOne);
 
 // The packed bit stream on its own (exposed for tests and other formats):
 // packs each row of `values` (integer [rows, n], values in [0, 2^bits - 1],

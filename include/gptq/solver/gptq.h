@@ -24,11 +24,15 @@
 // (H[i,i] == 0) get H[i,i] = 1 and W[:, i] = 0; static_groups fixes every
 // group's grid from W (original column order) before any update.
 //
-// Throws InputError for bad shapes/config or a non-finite or non-symmetric H,
-// NumericalError when Cholesky still fails after max_damp_retries increments
-// of damp_percent or when an output would be non-finite.
+// Throws InputError for bad shapes/config or a non-finite W, NumericalError
+// for a non-finite or non-symmetric H (it comes from the calibration forward,
+// not from the user), when Cholesky still fails after max_damp_retries
+// increments of damp_percent, or when an output would be non-finite.
 #include <ATen/core/Tensor.h>
 
+#include <memory>
+
+#include "gptq/solver/grid.h"
 #include "gptq/solver/quantizer.h"
 
 namespace gptq::solver {
@@ -41,7 +45,13 @@ struct GptqConfig {
   int max_damp_retries = 10;
   bool desc_act = false;
   bool static_groups = false;
+  // The grid every group is fitted on; null: MinMaxIntegerGrid(quant).
+  // quant.group_size still sets the groups.
+  std::shared_ptr<const QuantGrid> grid;
 };
+
+// config.grid, or the min-max grid of config.quant.
+std::shared_ptr<const QuantGrid> grid_of(const GptqConfig& config);
 
 struct QuantizedWeight {
   at::Tensor codes;        // uint8 [rows=out_features, cols=in_features], original column order
@@ -51,6 +61,8 @@ struct QuantizedWeight {
   at::Tensor dequantized;  // float32 [rows, cols] = (codes - zeros[g_idx]) * scales[g_idx]
   double loss = 0;         // reference loss: sum over the layer of (w - q)^2 / Hinv[c,c]^2 / 2  (RTN: sum (w-q)^2 weighted by diag(H)/2 if H given, else plain squared error)
   double damp_used = 0;    // damp_percent actually used (after retries)
+  at::Tensor row_loss;     // float32 [rows]: each row's share of 2 * loss (rows of a stacked solve split it)
+  at::Tensor zero_raised;  // int64 [rows]: groups of each row whose zero was raised to quant.min_zero
 };
 
 // W [rows, cols] any float dtype, any device; H [cols, cols] float32 on the same device.
@@ -60,5 +72,7 @@ QuantizedWeight gptq_quantize(const at::Tensor& W, const at::Tensor& H, const Gp
 QuantizedWeight rtn_quantize(const at::Tensor& W, const QuantConfig& config);
 // As above; loss = sum over columns of diag(H)[c] / 2 * sum_rows (w - q)^2.
 QuantizedWeight rtn_quantize(const at::Tensor& W, const QuantConfig& config, const at::Tensor& H);
+// RTN on an explicit grid (config.grid as in GPTQ); H optional (undefined: plain squared error).
+QuantizedWeight rtn_quantize(const at::Tensor& W, const GptqConfig& config, const at::Tensor& H);
 
 }  // namespace gptq::solver

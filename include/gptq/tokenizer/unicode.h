@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace gptq::calib::unicode {
+namespace gptq::tokenizer::unicode {
 
 // Length of the UTF-8 sequence starting with `lead` (1 for invalid lead bytes).
 int utf8_length(unsigned char lead);
@@ -31,4 +31,4 @@ std::optional<uint8_t> unicode_to_byte(char32_t c);
 // Maps every byte of s through byte_to_unicode.
 std::string bytes_to_unicode_string(std::string_view s);
 
-}  // namespace gptq::calib::unicode
+}  // namespace gptq::tokenizer::unicode

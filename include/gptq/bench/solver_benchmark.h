@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-namespace gptq::solver {
+namespace gptq::bench {
 
 struct SolverBenchmarkOptions {
   int64_t rows = 4096;
@@ -45,4 +45,4 @@ struct SolverBenchmarkResult {
 
 SolverBenchmarkResult run_solver_benchmark(const SolverBenchmarkOptions& options);
 
-}  // namespace gptq::solver
+}  // namespace gptq::bench

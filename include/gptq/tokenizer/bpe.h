@@ -17,7 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 class BpeModel {
  public:
@@ -60,4 +60,4 @@ class BpeModel {
   std::unique_ptr<Cache> cache_;
 };
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

@@ -16,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 struct AddedToken {
   int32_t id = 0;
@@ -66,4 +66,4 @@ class AddedVocabulary {
   std::unordered_map<int32_t, size_t> by_id_;
 };
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

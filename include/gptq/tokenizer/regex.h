@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 class Regex {
  public:
@@ -37,4 +37,4 @@ class Regex {
 // A tokenizer.json Split/Replace "pattern": {"String": literal} or {"Regex": pattern}.
 Regex regex_from_pattern_json(const nlohmann::json& pattern);
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

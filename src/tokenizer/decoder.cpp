@@ -1,12 +1,12 @@
-#include "gptq/calib/tokenizer_decoder.h"
+#include "gptq/tokenizer/decoder.h"
 
 #include <nlohmann/json.hpp>
 
-#include "gptq/calib/tokenizer_regex.h"
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/regex.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 namespace {
 
 using json = nlohmann::json;
@@ -211,4 +211,4 @@ std::string Decoder::decode(std::vector<std::string> tokens) const {
   return text;
 }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

@@ -1,14 +1,14 @@
-#include "gptq/calib/tokenizer_pretokenizer.h"
+#include "gptq/tokenizer/pretokenizer.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 
-#include "gptq/calib/tokenizer_regex.h"
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/regex.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 namespace {
 
@@ -202,4 +202,4 @@ std::vector<std::string> PreTokenizer::split(std::string_view segment, bool at_t
   return pieces;
 }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

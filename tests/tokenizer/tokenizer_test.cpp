@@ -7,13 +7,13 @@
 #include <filesystem>
 #include <fstream>
 
-#include "gptq/calib/tokenizer.h"
-#include "gptq/calib/tokenizer_regex.h"
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/tokenizer.h"
+#include "gptq/tokenizer/regex.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 #include "testing/shared_data.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 namespace {
 
 using json = nlohmann::json;
@@ -191,4 +191,4 @@ TEST(TokenizerShared, Stories260kSpecialTokensAndRoundTrip) {
 }
 
 }  // namespace
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

@@ -1,10 +1,10 @@
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/unicode.h"
 
 #include <array>
 
-#include "gptq/calib/tokenizer_regex.h"
+#include "gptq/tokenizer/regex.h"
 
-namespace gptq::calib::unicode {
+namespace gptq::tokenizer::unicode {
 namespace {
 
 struct ByteLevelTables {
@@ -167,4 +167,4 @@ std::string bytes_to_unicode_string(std::string_view s) {
   return out;
 }
 
-}  // namespace gptq::calib::unicode
+}  // namespace gptq::tokenizer::unicode

@@ -1,5 +1,5 @@
 #pragma once
-// gptq::calib::Tokenizer: a Hugging Face `tokenizer.json` encoder/decoder whose ids
+// gptq::tokenizer::Tokenizer: a Hugging Face `tokenizer.json` encoder/decoder whose ids
 // match the `tokenizers` library (the parity target) for the tokenizers LLM
 // checkpoints ship:
 //   - byte-level BPE (GPT-2, Llama-3, Qwen2): ByteLevel pre-tokenizer, optionally
@@ -23,7 +23,7 @@
 #include <string_view>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 class Tokenizer {
  public:
@@ -57,4 +57,4 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

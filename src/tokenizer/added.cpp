@@ -1,10 +1,10 @@
-#include "gptq/calib/tokenizer_added.h"
+#include "gptq/tokenizer/added.h"
 
 #include <algorithm>
 
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/unicode.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 namespace {
 
 // Code point ending at byte offset `end` (end > 0).
@@ -141,4 +141,4 @@ std::vector<TextPiece> AddedVocabulary::split(std::string_view text,
   return pieces;
 }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

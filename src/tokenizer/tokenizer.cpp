@@ -1,18 +1,18 @@
-#include "gptq/calib/tokenizer.h"
+#include "gptq/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
 #include <fstream>
 
-#include "gptq/calib/tokenizer_added.h"
-#include "gptq/calib/tokenizer_bpe.h"
-#include "gptq/calib/tokenizer_decoder.h"
-#include "gptq/calib/tokenizer_normalizer.h"
-#include "gptq/calib/tokenizer_pretokenizer.h"
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/added.h"
+#include "gptq/tokenizer/bpe.h"
+#include "gptq/tokenizer/decoder.h"
+#include "gptq/tokenizer/normalizer.h"
+#include "gptq/tokenizer/pretokenizer.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 namespace {
 
 using json = nlohmann::json;
@@ -179,4 +179,4 @@ std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos_id; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos_id; }
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const { return impl_->token_to_id(token); }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

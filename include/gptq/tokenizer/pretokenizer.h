@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 class PreTokenizer {
  public:
@@ -37,4 +37,4 @@ class PreTokenizer {
   std::vector<std::shared_ptr<const Step>> steps_;
 };
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 class Decoder {
  public:
@@ -28,4 +28,4 @@ class Decoder {
   std::vector<std::shared_ptr<const Step>> steps_;
 };
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

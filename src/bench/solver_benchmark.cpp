@@ -1,4 +1,4 @@
-#include "gptq/solver/benchmark.h"
+#include "gptq/bench/solver_benchmark.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -15,7 +15,13 @@
 #include "gptq/solver/gptq.h"
 #include "gptq/solver/hessian.h"
 
-namespace gptq::solver {
+namespace gptq::bench {
+
+using solver::GptqConfig;
+using solver::HessianAccumulator;
+using solver::reversed_cholesky;
+using solver::gptq_quantize;
+using solver::QuantizedWeight;
 namespace {
 
 // Waits for queued device work so a timer sees it (a no-op on CPU).
@@ -102,4 +108,4 @@ SolverBenchmarkResult run_solver_benchmark(const SolverBenchmarkOptions& options
   return result;
 }
 
-}  // namespace gptq::solver
+}  // namespace gptq::bench

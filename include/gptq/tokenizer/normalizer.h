@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 class Normalizer {
  public:
@@ -30,4 +30,4 @@ class Normalizer {
   std::vector<std::shared_ptr<const Step>> steps_;
 };
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

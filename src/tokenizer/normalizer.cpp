@@ -1,12 +1,12 @@
-#include "gptq/calib/tokenizer_normalizer.h"
+#include "gptq/tokenizer/normalizer.h"
 
 #include <nlohmann/json.hpp>
 
-#include "gptq/calib/tokenizer_regex.h"
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/regex.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 namespace {
 
 using json = nlohmann::json;
@@ -93,4 +93,4 @@ std::string Normalizer::normalize(std::string_view text) const {
   return out;
 }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

@@ -1,14 +1,14 @@
-#include "gptq/calib/tokenizer_regex.h"
+#include "gptq/tokenizer/regex.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <nlohmann/json.hpp>
 
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 
 struct Regex::Impl {
   pcre2_code* code = nullptr;
@@ -99,4 +99,4 @@ Regex regex_from_pattern_json(const nlohmann::json& pattern) {
   return Regex(pattern.at("Regex").get<std::string>());
 }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

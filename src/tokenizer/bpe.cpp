@@ -1,4 +1,4 @@
-#include "gptq/calib/tokenizer_bpe.h"
+#include "gptq/tokenizer/bpe.h"
 
 #include <nlohmann/json.hpp>
 
@@ -6,10 +6,10 @@
 #include <mutex>
 #include <queue>
 
-#include "gptq/calib/tokenizer_unicode.h"
+#include "gptq/tokenizer/unicode.h"
 #include "gptq/core/error.h"
 
-namespace gptq::calib {
+namespace gptq::tokenizer {
 namespace {
 
 using json = nlohmann::json;
@@ -218,4 +218,4 @@ void BpeModel::merge_all(std::vector<int32_t>& ids) const {
     if (symbol.alive) ids.push_back(symbol.id);
 }
 
-}  // namespace gptq::calib
+}  // namespace gptq::tokenizer

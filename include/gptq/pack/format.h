@@ -1,0 +1,72 @@
+#pragma once
+// OutputFormat: how solved linears become a checkpoint. The pipeline hands a
+// format each linear's codes and grid (SolvedLinear) with its Scheme; the
+// format owns the packing, the tensor names, the quantization_config keys and
+// what its readers need from the solver (solver_scheme). The container (the
+// safetensors shards, config files, atomic rename) is CheckpointWriter's.
+//
+// Formats today (make_output_format):
+//   gptq     GPTQ v1 ("checkpoint_format": "gptq"): what vLLM, AutoGPTQ,
+//            transformers+optimum and GPTQModel load. Stores zero - 1, so an
+//            asymmetric zero of 0 would be misread by per-field readers
+//            (vLLM, AutoGPTQ): the solver keeps asymmetric zeros >= 1 for it
+//            (quantizer.h min_zero; the report counts the raised grids).
+//   gptq_v2  GPTQ v2 ("checkpoint_format": "gptq_v2"): the same tensors with
+//            zeros stored as they are, so asymmetric grids need no raise;
+//            GPTQModel loads it, vLLM and AutoGPTQ do not.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gptq/solver/scheme.h"
+
+namespace gptq::pack {
+
+// One linear as the solver left it, original column order.
+struct SolvedLinear {
+  at::Tensor codes;   // uint8 [out, in], in [0, 2^bits - 1]
+  at::Tensor zeros;   // int32 [n_groups, out]
+  at::Tensor scales;  // float32 [n_groups, out]
+  at::Tensor g_idx;   // int32 [in]
+};
+
+// What quantization_config records beyond the schemes.
+struct RunSettings {
+  bool desc_act = false;
+  double damp_percent = 0.01;
+  bool true_sequential = true;
+  bool static_groups = false;
+  std::string method = "gptq";  // "gptq" or "rtn" (meta only)
+};
+
+class OutputFormat {
+ public:
+  virtual ~OutputFormat() = default;
+  // The --format value and the checkpoint_format key.
+  virtual std::string name() const = 0;
+  // Why a [rows = out, cols = in] linear cannot be stored with `scheme`;
+  // nullopt when it can.
+  virtual std::optional<std::string> cannot_store(int64_t rows, int64_t cols,
+                                                  const solver::Scheme& scheme) const = 0;
+  // The scheme as the solver must run it so the stored checkpoint reads back
+  // exactly (the v1 zero floor).
+  virtual solver::Scheme solver_scheme(const solver::Scheme& scheme) const = 0;
+  // The tensors stored for linear `prefix` ("model.layers.0.mlp.up_proj"), CPU.
+  virtual std::vector<std::pair<std::string, at::Tensor>> pack(
+      const std::string& prefix, const SolvedLinear& solved, const solver::Scheme& scheme) const = 0;
+  // config.json "quantization_config" (also written as quantize_config.json).
+  virtual nlohmann::json quantization_config(const solver::SchemeResolver& schemes,
+                                             const RunSettings& settings) const = 0;
+};
+
+// "gptq" or "gptq_v2"; InputError listing them otherwise.
+std::unique_ptr<OutputFormat> make_output_format(const std::string& name);
+std::vector<std::string> output_format_names();
+
+}  // namespace gptq::pack
