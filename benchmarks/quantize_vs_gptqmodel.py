@@ -6,10 +6,11 @@ act-order off and on. Prints one line per run and the speed ratios.
     ~/.cache/gptq-quant/venv/bin/python benchmarks/quantize_vs_gptqmodel.py \
         --binary build/gptq-quant [--models small,168m] [--nsamples 128 --seqlen 512]
 
-Models are random Llamas made by transformers from a fixed seed (timing does
-not depend on the weights' values): "small" = 4 layers, hidden 256,
-intermediate 768, vocab 2048; "168m" = 8 layers, hidden 1024, intermediate
-2816, vocab 32000. Both tools run on the CPU in fp32 (GPTQModel loaded with
+Models are random checkpoints made by transformers from a fixed seed (timing
+does not depend on the weights' values): "small" = Llama, 4 layers, hidden
+256, intermediate 768, vocab 2048; "168m" = Llama, 8 layers, hidden 1024,
+intermediate 2816, vocab 32000; "moe" = Qwen3-MoE, 4 layers, hidden 1024,
+32 experts of width 512, top-4, vocab 8192 (--models moe --desc-act off). Both tools run on the CPU in fp32 (GPTQModel loaded with
 dtype=torch.float32) with all threads; timings include loading, calibration
 forwards, Hessians, solves, packing and writing. GPTQModel's one-time
 extension compile is excluded by a warm-up run.
@@ -35,7 +36,11 @@ MODELS = {
                   num_attention_heads=8, num_key_value_heads=4),
     "168m": dict(num_hidden_layers=8, hidden_size=1024, intermediate_size=2816, vocab_size=32000,
                  num_attention_heads=16, num_key_value_heads=8),
+    "moe": dict(num_hidden_layers=4, hidden_size=1024, intermediate_size=2816, vocab_size=8192,
+                num_attention_heads=16, num_key_value_heads=8, head_dim=64, moe_intermediate_size=512,
+                num_experts=32, num_experts_per_tok=4, norm_topk_prob=True),
 }
+FAMILIES = {"moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM")}
 
 
 SHARED = Path(os.environ.get("GPTQ_SHARED_DIR", Path(__file__).resolve().parent.parent.parent / "shared"))
@@ -61,12 +66,14 @@ def train_tokenizer(vocab_size: int, out: Path) -> None:
 
 
 def make_model(name: str, out: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
+    config_name, model_name = FAMILIES.get(name, ("LlamaConfig", "LlamaForCausalLM"))
     torch.manual_seed(0)
-    config = LlamaConfig(max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                         bos_token_id=0, eos_token_id=1, **MODELS[name])
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    config = getattr(transformers, config_name)(max_position_embeddings=2048, rms_norm_eps=1e-5,
+                                                tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+                                                **MODELS[name])
+    getattr(transformers, model_name)(config).save_pretrained(out, safe_serialization=True)
     train_tokenizer(MODELS[name]["vocab_size"], out)
     return out
 
@@ -110,7 +117,12 @@ def main() -> int:
     parser.add_argument("--nsamples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--skip-gptqmodel", action="store_true")
+    parser.add_argument("--desc-act", choices=["both", "off", "on"], default="both")
     args = parser.parse_args()
+    if not args.skip_gptqmodel:
+        # Before any model is built: GPTQModel patches transformers' MoE blocks
+        # on import, and a MoE class used before the patch loads wrongly.
+        import gptqmodel  # noqa: F401
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -119,7 +131,7 @@ def main() -> int:
             windows = calibration(MODELS[name]["vocab_size"], args.nsamples, args.seqlen)
             calib_file = tmp / f"{name}.calib.json"
             calib_file.write_text(json.dumps(windows))
-            for desc_act in (False, True):
+            for desc_act in {"both": (False, True), "off": (False,), "on": (True,)}[args.desc_act]:
                 tag = f"{name} desc_act={int(desc_act)}"
                 ours = run_ours(args.binary, model, tmp / f"{name}-ours-{desc_act}", calib_file,
                                 args.nsamples, args.seqlen, desc_act)

@@ -60,15 +60,21 @@ class SolvingObserver : public model::GroupObserver {
   void observe(int group_index, const model::GroupInput& input) override {
     hessians_.add(group_index, input);
   }
+  void route_group(int group_index, const model::GroupRouting& routing) override {
+    routings_[group_index] = routing;
+  }
 
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
                     model::BlockWeights& weights) override {
     int64_t n_rows = 0;
     at::Tensor H = hessians_.take(group_index, n_rows);
-    quantize_group(linear_names, H, n_rows, context_, weights, sink_, times_);
+    auto routing = routings_.find(group_index);
+    quantize_group(linear_names, H, n_rows, context_, weights, sink_, times_,
+                   routing == routings_.end() ? nullptr : &routing->second);
   }
 
  private:
+  std::map<int, model::GroupRouting> routings_;
   const SolveContext& context_;
   const LinearSink& sink_;
   PhaseTimes& times_;
@@ -83,19 +89,22 @@ class CollectingObserver : public model::GroupObserver {
   void observe(int group_index, const model::GroupInput& input) override {
     hessians_.add(group_index, input);
   }
+  void route_group(int group_index, const model::GroupRouting& routing) override {
+    groups_[group_index].routing = routing;
+  }
 
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
                     model::BlockWeights&) override {
-    Collected collected;
+    Collected& collected = groups_[group_index];
     collected.names = linear_names;
     collected.H = hessians_.take(group_index, collected.n_rows);
-    groups_[group_index] = std::move(collected);
   }
 
   struct Collected {
     std::vector<std::string> names;
     at::Tensor H;
     int64_t n_rows = 0;
+    std::optional<model::GroupRouting> routing;
   };
   const std::map<int, Collected>& groups() const { return groups_; }
 
@@ -150,8 +159,8 @@ std::vector<Stack> plan_stacks(const std::vector<std::string>& linear_names, con
 
 // Solves one stack: the weights stacked row-wise, one solve, split back.
 void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows,
-                 const SolveContext& context, model::BlockWeights& weights, const LinearSink& sink,
-                 PhaseTimes& times) {
+                 const model::GroupRouting* routing, const SolveContext& context,
+                 model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> parts;
   for (const auto& name : stack.names) parts.push_back(weights.at(name + ".weight"));
@@ -181,6 +190,7 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
     result.damp_used = solved.damp_used;
     result.n_hessian_rows = n_hessian_rows;
     result.n_stacked = static_cast<int>(parts.size());
+    if (routing != nullptr) result.routing = *routing;
     result.n_zero_raised = solved.zero_raised.defined()
                                ? solved.zero_raised.narrow(0, row_start, n_rows).sum().item<int64_t>()
                                : 0;
@@ -200,10 +210,18 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
 
 void quantize_group(const std::vector<std::string>& linear_names, const at::Tensor& H,
                     int64_t n_hessian_rows, const SolveContext& context,
-                    model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times) {
+                    model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times,
+                    const model::GroupRouting* routing) {
   GPTQ_ASSERT(context.schemes != nullptr && context.format != nullptr, "solve context incomplete");
+  if (routing != nullptr && routing->too_few_routed) {
+    std::string names;
+    for (const auto& name : linear_names) names += (names.empty() ? "" : ", ") + name;
+    spdlog::warn("{}{}: the router sent only {} calibration token(s) to this expert; its Hessian "
+                 "comes from all {} calibration tokens instead",
+                 context.layer_prefix, names, routing->routed_tokens, routing->fed_tokens);
+  }
   for (const Stack& stack : plan_stacks(linear_names, context, weights, sink)) {
-    solve_stack(stack, H, n_hessian_rows, context, weights, sink, times);
+    solve_stack(stack, H, n_hessian_rows, routing, context, weights, sink, times);
   }
 }
 
@@ -221,7 +239,8 @@ at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWei
     CollectingObserver collector(times);
     model::block_forward(config, weights, hidden, rope, &collector, options.block, stats);
     for (const auto& [group_index, group] : collector.groups()) {
-      quantize_group(group.names, group.H, group.n_rows, options.solve, weights, sink, times);
+      quantize_group(group.names, group.H, group.n_rows, options.solve, weights, sink, times,
+                     group.routing ? &*group.routing : nullptr);
     }
     output = model::block_forward(config, weights, hidden, rope, nullptr, options.block);
   }

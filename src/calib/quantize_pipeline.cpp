@@ -105,6 +105,11 @@ class LinearLog {
     } else {
       entry["reason"] = result.skip_reason;
     }
+    if (result.routing) {
+      entry["routed_tokens"] = result.routing->routed_tokens;
+      entry["hessian_tokens"] = result.routing->all_tokens ? "all" : "routed";
+      entry["too_few_routed"] = result.routing->too_few_routed;
+    }
     layers.push_back(std::move(entry));
   }
   void finish() { progress_.finish(); }
@@ -157,6 +162,10 @@ std::string streaming_note(const model::BlockStats& stats, int64_t max_held_byte
       max_held_bytes > 0 ? "the " + human_bytes(double(max_held_bytes)) + " budget" : "holding disabled";
   const std::string rest = "; hidden states of all windows stay resident; stages run in " +
                            std::to_string(stats.n_chunks) + " chunk(s) of " + windows;
+  if (stats.sparse_mlp) {
+    return "MoE expert activations recomputed per span of " + windows + "' tokens (" +
+           human_bytes(double(stats.mlp_hidden_bytes)) + " routed over all windows, never held)" + rest;
+  }
   if (stats.mlp_recomputed) {
     return "MLP activations recomputed per chunk of " + windows + " rather than held (" + size +
            (max_held_bytes > 0 ? ", over " : ", ") + budget + ")" + rest;

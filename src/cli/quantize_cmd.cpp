@@ -1,5 +1,6 @@
 // gptq-quant quantize: GPTQ with calibration data, one forward pass per block.
 #include <fstream>
+#include <map>
 
 #include "cli/command.h"
 #include "cli/quantize_common.h"
@@ -119,6 +120,21 @@ Command add_quantize_command(CLI::App& parent) {
           "hold the MLP activations of all windows up to this size, else recompute them per "
           "chunk (0: always recompute; default 1024)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  const std::map<std::string, model::MoeCalibration> moe_modes = {
+      {"routed", model::MoeCalibration::kRouted}, {"all", model::MoeCalibration::kAll}};
+  command.app
+      ->add_option("--moe-calibration", job.block.moe_calibration,
+                   "MoE models: which tokens feed a routed expert's Hessians: 'routed' (the "
+                   "tokens the router sends it) or 'all' (every calibration token; the block "
+                   "output still follows the router)")
+      ->transform(CLI::CheckedTransformer(moe_modes, CLI::ignore_case))
+      ->default_str("routed");
+  command.app
+      ->add_option("--moe-min-tokens", job.block.min_expert_tokens_per_input,
+                   "MoE models, routed mode: an expert routed fewer than this many tokens per "
+                   "input column gets its Hessian from all calibration tokens (with a warning)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   command.run = [options] {
     options->job.method = calib::Method::kGptq;
     return run_quantize_job(*options);

@@ -34,9 +34,46 @@ std::vector<ArchSpec> build_table() {
   ArchSpec qwen3 = make_spec("Qwen3ForCausalLM");
   qwen3.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
   qwen3.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
-  qwen3.attention.qk_norm = true;
+  qwen3.attention.qk_norm = QkNorm::kPerHead;
   qwen3.sliding_window = SlidingWindowRule::kLayerTypes;
   table.push_back(qwen3);
+
+  // MoE families: the dense parts as above, plus the sparse MLP.
+  ArchSpec mixtral = make_spec("MixtralForCausalLM");
+  mixtral.sliding_window = SlidingWindowRule::kAllLayers;
+  mixtral.has_moe = true;
+  mixtral.moe.router = "block_sparse_moe.gate";
+  mixtral.moe.experts = "block_sparse_moe.experts.";
+  mixtral.moe.gate = "w1";
+  mixtral.moe.up = "w3";
+  mixtral.moe.down = "w2";
+  mixtral.moe.always_renormalize = true;
+  mixtral.moe.fp32_routing_weights = true;
+  table.push_back(mixtral);
+
+  ArchSpec qwen2_moe = qwen2;
+  qwen2_moe.architecture = "Qwen2MoeForCausalLM";
+  qwen2_moe.attention.qkv_bias = {Kind::kConfigKey, "qkv_bias", true};
+  qwen2_moe.has_moe = true;
+  qwen2_moe.moe.layers = MoeLayerRule::kSparseStep;
+  qwen2_moe.moe.intermediate_key = "moe_intermediate_size";
+  qwen2_moe.moe.shared_expert = true;
+  table.push_back(qwen2_moe);
+
+  ArchSpec qwen3_moe = qwen3;
+  qwen3_moe.architecture = "Qwen3MoeForCausalLM";
+  qwen3_moe.has_moe = true;
+  qwen3_moe.moe.layers = MoeLayerRule::kSparseStep;
+  qwen3_moe.moe.intermediate_key = "moe_intermediate_size";
+  table.push_back(qwen3_moe);
+
+  ArchSpec olmoe = make_spec("OlmoeForCausalLM");
+  olmoe.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
+  olmoe.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  olmoe.attention.qk_norm = QkNorm::kWholeProjection;
+  olmoe.attention.clip_qkv = true;
+  olmoe.has_moe = true;
+  table.push_back(olmoe);
 
   return table;
 }
@@ -58,22 +95,46 @@ const char* input_site_name(InputSite site) {
   return "?";
 }
 
-std::vector<LinearGroup> layer_groups(const AttentionSpec& attention, const MlpSpec& mlp) {
+std::vector<LinearGroup> layer_groups(const LayerSpec& layer) {
   std::vector<LinearGroup> groups;
+  const AttentionSpec& attention = layer.attention;
   switch (attention.kind) {
     case AttentionKind::kRopeCausalGqa:
       groups.push_back({InputSite::kAttentionInput, {attention.q_proj, attention.k_proj, attention.v_proj}});
       groups.push_back({InputSite::kAttentionOutput, {attention.o_proj}});
       break;
   }
+  const MlpSpec& mlp = layer.mlp;
   switch (mlp.kind) {
     case MlpKind::kDenseGated:
       groups.push_back({InputSite::kMlpInput, {mlp.gate_proj, mlp.up_proj}});
       groups.push_back({InputSite::kMlpHidden, {mlp.down_proj}});
       break;
+    case MlpKind::kSparseMoe: {
+      const bool shared = layer.shared_intermediate_size > 0;
+      if (shared) {
+        groups.push_back({InputSite::kMlpInput, {layer.shared_linear(layer.moe.gate), layer.shared_linear(layer.moe.up)}});
+      }
+      for (int expert = 0; expert < layer.n_experts; ++expert) {
+        groups.push_back({InputSite::kMlpInput,
+                          {layer.expert_linear(expert, layer.moe.gate), layer.expert_linear(expert, layer.moe.up)},
+                          expert});
+      }
+      if (shared) groups.push_back({InputSite::kMlpHidden, {layer.shared_linear(layer.moe.down)}});
+      for (int expert = 0; expert < layer.n_experts; ++expert) {
+        groups.push_back({InputSite::kMlpHidden, {layer.expert_linear(expert, layer.moe.down)}, expert});
+      }
+      break;
+    }
   }
   return groups;
 }
+
+std::string LayerSpec::expert_linear(int expert, const std::string& which) const {
+  return moe.experts + std::to_string(expert) + "." + which;
+}
+
+std::string LayerSpec::shared_linear(const std::string& which) const { return moe.shared_prefix + which; }
 
 std::vector<std::string> LayerSpec::linear_names() const {
   std::vector<std::string> names;

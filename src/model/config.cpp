@@ -116,12 +116,13 @@ std::vector<int64_t> parse_sliding_window(const json& root, const Keys& keys, co
                                           int64_t n_layers) {
   std::vector<int64_t> windows(n_layers, 0);
   if (spec.sliding_window == SlidingWindowRule::kNone || !keys.has("sliding_window")) return windows;
-  int64_t window = keys.positive("sliding_window");
   if (spec.sliding_window == SlidingWindowRule::kAllLayers) {
-    std::fill(windows.begin(), windows.end(), window);
+    std::fill(windows.begin(), windows.end(), keys.positive("sliding_window"));
     return windows;
   }
+  // Qwen2-MoE writes "sliding_window": 0 when use_sliding_window is false.
   if (!keys.boolean_or("use_sliding_window", false)) return windows;
+  int64_t window = keys.positive("sliding_window");
   if (keys.has("layer_types")) {
     const json& types = root.at("layer_types");
     GPTQ_CHECK(types.is_array() && static_cast<int64_t>(types.size()) == n_layers, keys.source(),
@@ -134,6 +135,48 @@ std::vector<int64_t> parse_sliding_window(const json& root, const Keys& keys, co
   int64_t first_sliding = keys.positive_or("max_window_layers", 28);
   for (int64_t layer = first_sliding; layer < n_layers; ++layer) windows[layer] = window;
   return windows;
+}
+
+// Which layers have the sparse MLP: all of them, or Qwen-MoE's rule
+// (i + 1) % decoder_sparse_step == 0 and i not in mlp_only_layers.
+std::vector<bool> parse_moe_layers(const json& root, const Keys& keys, const ArchSpec& spec,
+                                   int64_t n_layers) {
+  std::vector<bool> sparse(n_layers, spec.has_moe);
+  if (!spec.has_moe || spec.moe.layers == MoeLayerRule::kAllLayers) return sparse;
+  const int64_t step = keys.positive_or("decoder_sparse_step", 1);
+  for (int64_t layer = 0; layer < n_layers; ++layer) sparse[layer] = (layer + 1) % step == 0;
+  if (keys.has("mlp_only_layers")) {
+    const json& dense = root.at("mlp_only_layers");
+    GPTQ_CHECK(dense.is_array(), keys.source(), ": key 'mlp_only_layers' must be a list of layer indices");
+    for (const json& entry : dense) {
+      GPTQ_CHECK(entry.is_number_integer() && entry.get<int64_t>() >= 0 && entry.get<int64_t>() < n_layers,
+                 keys.source(), ": key 'mlp_only_layers' lists ", entry.dump(), ", not a layer in [0, ",
+                 n_layers, ")");
+      sparse[entry.get<int64_t>()] = false;
+    }
+  }
+  return sparse;
+}
+
+// The sparse MLP's settings for a layer of a MoE family.
+void resolve_moe(const Keys& keys, const ArchSpec& spec, LayerSpec& layer) {
+  layer.mlp.kind = MlpKind::kSparseMoe;
+  layer.moe = spec.moe;
+  // transformers names the count "num_local_experts" (Mixtral, Qwen3-MoE) or "num_experts".
+  layer.n_experts = keys.has("num_local_experts") ? keys.positive("num_local_experts")
+                                                  : keys.positive("num_experts");
+  layer.top_k = keys.positive("num_experts_per_tok");
+  GPTQ_CHECK(layer.top_k <= layer.n_experts, keys.source(), ": num_experts_per_tok (", layer.top_k,
+             ") exceeds the number of experts (", layer.n_experts, ")");
+  layer.renormalize_top_k = spec.moe.always_renormalize || keys.boolean_or("norm_topk_prob", false);
+  layer.expert_intermediate_size = keys.positive(spec.moe.intermediate_key);
+  if (spec.moe.shared_expert) {
+    layer.shared_intermediate_size = keys.has("shared_expert_intermediate_size")
+                                         ? keys.integer("shared_expert_intermediate_size")
+                                         : 0;
+    GPTQ_CHECK(layer.shared_intermediate_size >= 0, keys.source(),
+               ": key 'shared_expert_intermediate_size' must not be negative");
+  }
 }
 
 std::string first_architecture(const json& root, const Keys& keys) {
@@ -219,6 +262,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   config.rms_norm_eps = keys.number_or("rms_norm_eps", 1e-6);
   GPTQ_CHECK(config.rms_norm_eps >= 0, source, ": key 'rms_norm_eps' must not be negative");
 
+  if (spec.attention.clip_qkv && keys.has("clip_qkv")) {
+    config.clip_qkv = keys.number("clip_qkv");
+    GPTQ_CHECK(config.clip_qkv > 0, source, ": key 'clip_qkv' must be positive or null");
+  }
   std::string act = keys.string_or("hidden_act", "silu");
   GPTQ_CHECK_SUPPORTED(act == "silu" || act == "swish", source, ": hidden_act '", act,
                        "' is not supported (the gated MLP needs 'silu')");
@@ -226,6 +273,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 
   config.tie_word_embeddings = keys.boolean_or("tie_word_embeddings", spec.tie_word_embeddings_default);
   const std::vector<int64_t> windows = parse_sliding_window(root, keys, spec, config.n_layers);
+  const std::vector<bool> sparse = parse_moe_layers(root, keys, spec, config.n_layers);
   for (int layer = 0; layer < config.n_layers; ++layer) {
     LayerSpec layer_spec;
     layer_spec.index = layer;
@@ -238,7 +286,9 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     layer_spec.mlp_bias = resolve_bias(spec.mlp.bias, keys);
     layer_spec.sliding_window = windows[layer];
     layer_spec.intermediate_size = config.intermediate_size;
-    layer_spec.groups = layer_groups(layer_spec.attention, layer_spec.mlp);
+    layer_spec.clip_qkv = config.clip_qkv;
+    if (sparse[layer]) resolve_moe(keys, spec, layer_spec);
+    layer_spec.groups = layer_groups(layer_spec);
     config.layers.push_back(std::move(layer_spec));
   }
 

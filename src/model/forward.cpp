@@ -1,4 +1,5 @@
-// Decoder block forward: RMSNorm, RoPE, GQA causal attention, SwiGLU MLP.
+// Decoder block forward: RMSNorm, RoPE, GQA causal attention, SwiGLU MLP or a
+// sparse MoE MLP (routed experts, optional shared expert).
 // Numerics follow transformers' Llama family (sdpa attention) op for op.
 #include "gptq/model/forward.h"
 
@@ -8,6 +9,7 @@
 #include <cmath>
 
 #include "gptq/core/error.h"
+#include "gptq/model/moe.h"
 
 namespace gptq::model {
 namespace {
@@ -32,7 +34,11 @@ class BlockRun {
 
   at::Tensor forward_rows(const at::Tensor& x) {
     at::Tensor h = x + linear(weights_, layer_.attention.o_proj, attention_rows(attention_input(x)));
-    h.add_(linear(weights_, layer_.mlp.down_proj, mlp_hidden(mlp_input(h))));
+    if (layer_.is_moe()) {
+      h.add_(moe_rows(mlp_input(h)));
+    } else {
+      h.add_(linear(weights_, layer_.mlp.down_proj, mlp_hidden(mlp_input(h))));
+    }
     return h;
   }
 
@@ -44,6 +50,7 @@ class BlockRun {
     const int64_t n_rows = x.size(0);
     const int64_t n_tokens = x.size(1);
     stats.rows_per_chunk = rows_per_chunk_;
+    stats.sparse_mlp = false;
     stats.n_chunks = (n_rows + rows_per_chunk_ - 1) / rows_per_chunk_;
     stats.mlp_hidden_bytes =
         n_rows * n_tokens * layer_.intermediate_size * static_cast<int64_t>(x.element_size());
@@ -70,6 +77,10 @@ class BlockRun {
     normed = map_chunks(n_rows, [&](int64_t start, int64_t count) {
       return mlp_input(rows(h, start, count));
     });
+    if (layer_.is_moe()) {
+      moe_observed(normed, h, observer, options, stats);
+      return h;
+    }
     observe_site(InputSite::kMlpInput, observer, n_rows, chunks_of(normed));
 
     // The activation feeds down_proj's Hessian and then the output: held, or
@@ -147,7 +158,13 @@ class BlockRun {
       chunk.row_start = start;
       for (int group_idx : at_site) observer.observe(group_idx, chunk);
     });
-    for (int group_idx : at_site) {
+    finish_groups(at_site, observer);
+  }
+
+  // finish_group for each of `group_indices`, in order, checking that the
+  // observer kept every weight's shape.
+  void finish_groups(const std::vector<int>& group_indices, GroupObserver& observer) {
+    for (int group_idx : group_indices) {
       const auto& names = layer_.groups[group_idx].linears;
       std::vector<std::vector<int64_t>> shapes;
       for (const auto& name : names) shapes.push_back(weights_.at(name + ".weight").sizes().vec());
@@ -159,10 +176,141 @@ class BlockRun {
     }
   }
 
+  // ---- sparse MLP -------------------------------------------------------
+
+  // Sum over routed experts (+ the shared expert) for normed [rows, T, H].
+  at::Tensor moe_rows(const at::Tensor& normed) {
+    const at::Tensor x = normed.reshape({-1, normed.size(-1)});
+    const ExpertRouting routing = route_tokens(layer_, weights_, x);
+    at::Tensor sum = at::zeros(x.sizes(), x.options().dtype(at::kFloat));
+    for (int expert = 0; expert < layer_.n_experts; ++expert) {
+      if (routing.count(expert) == 0) continue;
+      const at::Tensor tokens = routing.expert_tokens(expert);
+      const at::Tensor y = expert_output(expert, x.index_select(0, tokens));
+      sum.index_add_(0, tokens, scale_by_routing(y, routing.expert_weights(expert)));
+    }
+    at::Tensor out = sum.to(x.scalar_type());
+    if (layer_.shared_intermediate_size > 0) out.add_(shared_output(x));
+    return out.view(normed.sizes());
+  }
+
+  at::Tensor expert_hidden(int expert, const at::Tensor& x) {
+    return gated_hidden(weights_, layer_.expert_linear(expert, layer_.moe.gate),
+                        layer_.expert_linear(expert, layer_.moe.up), x);
+  }
+  at::Tensor expert_output(int expert, const at::Tensor& x) {
+    return linear(weights_, layer_.expert_linear(expert, layer_.moe.down), expert_hidden(expert, x));
+  }
+  at::Tensor shared_hidden(const at::Tensor& x) {
+    return gated_hidden(weights_, layer_.shared_linear(layer_.moe.gate), layer_.shared_linear(layer_.moe.up), x);
+  }
+  // sigmoid(shared_expert_gate(x)) * shared_expert(x), x [n, H].
+  at::Tensor shared_output(const at::Tensor& x) {
+    at::Tensor y = linear(weights_, layer_.shared_linear(layer_.moe.down), shared_hidden(x));
+    return y.mul_(at::sigmoid(linear(weights_, layer_.moe.shared_gate, x)));
+  }
+
+  // Calls fn(start, count) over [0, n) in steps of `step`.
+  template <class Fn>
+  static void for_spans(int64_t n, int64_t step, Fn&& fn) {
+    for (int64_t start = 0; start < n; start += step) fn(start, std::min(step, n - start));
+  }
+
+  // The sparse MLP with an observer: every gate/up group (shared, then each
+  // expert on its tokens) is observed and finished, then every down group on
+  // the activations of the quantized gate/up, then the output is computed
+  // with the quantized experts and added to h. Expert activations exist for
+  // one chunk of tokens at a time (recomputed for the output, never held).
+  void moe_observed(const at::Tensor& normed, at::Tensor& h, GroupObserver& observer,
+                    const BlockOptions& options, BlockStats& stats) {
+    const int64_t n_rows = normed.size(0);
+    const int64_t hidden = normed.size(2);
+    const at::Tensor x = normed.reshape({-1, hidden});
+    const int64_t n_tokens = x.size(0);
+    const int64_t token_step = std::max<int64_t>(1, rows_per_chunk_ * normed.size(1));
+    const ExpertRouting routing = route_tokens(layer_, weights_, x);
+    stats.mlp_recomputed = true;
+    stats.sparse_mlp = true;
+    stats.mlp_hidden_bytes = routing.top_k * n_tokens * layer_.expert_intermediate_size *
+                             static_cast<int64_t>(x.element_size());
+
+    // Feeds group g: every token (dense rows, or all tokens for an expert's
+    // Hessian) or the expert's routed tokens; input(tokens_x) maps the group's
+    // block input [n, H] to the group's input.
+    auto feed = [&](int group_idx, InputSite site, auto&& input) {
+      const LinearGroup& group = layer_.groups[group_idx];
+      if (group.expert < 0) {
+        for_chunks(n_rows, [&](int64_t start, int64_t count) {
+          GroupInput chunk;
+          const at::Tensor rows_x = rows(normed, start, count);
+          chunk.x = input(rows_x.reshape({-1, hidden})).view({count, normed.size(1), -1});
+          chunk.row_start = start;
+          observer.observe(group_idx, chunk);
+        });
+        return;
+      }
+      const int expert = group.expert;
+      const int64_t in_features = site == InputSite::kMlpInput ? hidden : layer_.expert_intermediate_size;
+      GroupRouting info;
+      info.routed_tokens = routing.count(expert);
+      info.too_few_routed = options.moe_calibration == MoeCalibration::kRouted &&
+                            info.routed_tokens < options.min_expert_tokens_per_input * in_features;
+      info.all_tokens = options.moe_calibration == MoeCalibration::kAll || info.too_few_routed;
+      info.fed_tokens = info.all_tokens ? n_tokens : info.routed_tokens;
+      observer.route_group(group_idx, info);
+      const at::Tensor tokens =
+          info.all_tokens ? at::arange(n_tokens, x.options().dtype(at::kLong)) : routing.expert_tokens(expert);
+      for_spans(info.fed_tokens, token_step, [&](int64_t start, int64_t count) {
+        GroupInput chunk;
+        chunk.token_index = tokens.narrow(0, start, count);
+        chunk.x = input(x.index_select(0, chunk.token_index));
+        observer.observe(group_idx, chunk);
+      });
+    };
+
+    const std::vector<int> inputs = layer_.groups_at(InputSite::kMlpInput);
+    for (int group_idx : inputs) feed(group_idx, InputSite::kMlpInput, [](const at::Tensor& t) { return t; });
+    finish_groups(inputs, observer);
+
+    const std::vector<int> hiddens = layer_.groups_at(InputSite::kMlpHidden);
+    for (int group_idx : hiddens) {
+      const int expert = layer_.groups[group_idx].expert;
+      feed(group_idx, InputSite::kMlpHidden, [&](const at::Tensor& t) {
+        return expert < 0 ? shared_hidden(t) : expert_hidden(expert, t);
+      });
+    }
+    finish_groups(hiddens, observer);
+
+    // The routed sum in fp32 (see moe.h), [tokens, hidden] next to h.
+    at::Tensor sum = at::zeros(x.sizes(), x.options().dtype(at::kFloat));
+    for (int expert = 0; expert < layer_.n_experts; ++expert) {
+      const at::Tensor tokens = routing.expert_tokens(expert);
+      const at::Tensor weights = routing.expert_weights(expert);
+      for_spans(routing.count(expert), token_step, [&](int64_t start, int64_t count) {
+        const at::Tensor span = tokens.narrow(0, start, count);
+        const at::Tensor y = expert_output(expert, x.index_select(0, span));
+        sum.index_add_(0, span, scale_by_routing(y, weights.narrow(0, start, count)));
+      });
+    }
+    at::Tensor out = sum.to(x.scalar_type());
+    sum.reset();
+    if (layer_.shared_intermediate_size > 0) {
+      for_spans(n_tokens, token_step, [&](int64_t start, int64_t count) {
+        out.narrow(0, start, count).add_(shared_output(x.narrow(0, start, count)));
+      });
+    }
+    h.add_(out.view(h.sizes()));
+  }
+
+  // linear(x) -> (optional norm, optional clamp) -> [B, heads, T, head_dim].
   at::Tensor project_heads(const std::string& linear_name, const at::Tensor& x, int64_t n_heads,
                            const NormSpec* head_norm) {
-    at::Tensor out = linear(weights_, linear_name, x).view({x.size(0), x.size(1), n_heads, config_.head_dim});
-    if (head_norm != nullptr) out = norm(*head_norm, out);
+    const AttentionSpec& attention = layer_.attention;
+    at::Tensor out = linear(weights_, linear_name, x);
+    if (head_norm != nullptr && attention.qk_norm == QkNorm::kWholeProjection) out = norm(*head_norm, out);
+    if (layer_.clip_qkv > 0) out.clamp_(-layer_.clip_qkv, layer_.clip_qkv);
+    out = out.view({x.size(0), x.size(1), n_heads, config_.head_dim});
+    if (head_norm != nullptr && attention.qk_norm == QkNorm::kPerHead) out = norm(*head_norm, out);
     return out.transpose(1, 2);
   }
 
@@ -174,8 +322,9 @@ class BlockRun {
                " tokens is longer than the rotary cache (", rope_.max_positions(), ")");
     const AttentionSpec& attention = layer_.attention;
     GPTQ_ASSERT(attention.kind == AttentionKind::kRopeCausalGqa);
-    at::Tensor q = project_heads(attention.q_proj, x, config_.n_heads, attention.qk_norm ? &attention.q_norm : nullptr);
-    at::Tensor k = project_heads(attention.k_proj, x, config_.n_kv_heads, attention.qk_norm ? &attention.k_norm : nullptr);
+    const bool qk_norm = attention.qk_norm != QkNorm::kNone;
+    at::Tensor q = project_heads(attention.q_proj, x, config_.n_heads, qk_norm ? &attention.q_norm : nullptr);
+    at::Tensor k = project_heads(attention.k_proj, x, config_.n_kv_heads, qk_norm ? &attention.k_norm : nullptr);
     at::Tensor v = project_heads(attention.v_proj, x, config_.n_kv_heads, nullptr);
     at::Tensor cos = rope_.cos().narrow(0, 0, n_tokens);
     at::Tensor sin = rope_.sin().narrow(0, 0, n_tokens);

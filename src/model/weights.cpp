@@ -37,6 +37,20 @@ std::vector<int64_t> linear_shape(const ModelConfig& config, const LayerSpec& la
   if (linear == attention.o_proj) return {config.hidden_size, q_out};
   if (linear == mlp.gate_proj || linear == mlp.up_proj) return {layer.intermediate_size, config.hidden_size};
   if (linear == mlp.down_proj) return {config.hidden_size, layer.intermediate_size};
+  if (layer.is_moe()) {
+    const MoeSpec& moe = layer.moe;
+    auto role_width = [&](const std::string& name, int64_t width) -> std::vector<int64_t> {
+      if (name.ends_with("." + moe.gate) || name.ends_with("." + moe.up)) return {width, config.hidden_size};
+      if (name.ends_with("." + moe.down)) return {config.hidden_size, width};
+      return {};
+    };
+    if (linear.starts_with(moe.experts)) {
+      if (auto shape = role_width(linear, layer.expert_intermediate_size); !shape.empty()) return shape;
+    }
+    if (layer.shared_intermediate_size > 0 && linear.starts_with(moe.shared_prefix)) {
+      if (auto shape = role_width(linear, layer.shared_intermediate_size); !shape.empty()) return shape;
+    }
+  }
   GPTQ_ASSERT(false, "no shape rule for linear '", linear, "'");
   return {};
 }
@@ -97,9 +111,20 @@ BlockWeights load_block(const WeightSource& source, const ModelConfig& config, i
   };
   add(spec.input_norm.name + ".weight", {config.hidden_size});
   add(spec.post_attention_norm.name + ".weight", {config.hidden_size});
-  if (spec.attention.qk_norm) {
-    add(spec.attention.q_norm.name + ".weight", {config.head_dim});
-    add(spec.attention.k_norm.name + ".weight", {config.head_dim});
+  switch (spec.attention.qk_norm) {
+    case QkNorm::kNone: break;
+    case QkNorm::kPerHead:
+      add(spec.attention.q_norm.name + ".weight", {config.head_dim});
+      add(spec.attention.k_norm.name + ".weight", {config.head_dim});
+      break;
+    case QkNorm::kWholeProjection:
+      add(spec.attention.q_norm.name + ".weight", {config.n_heads * config.head_dim});
+      add(spec.attention.k_norm.name + ".weight", {config.n_kv_heads * config.head_dim});
+      break;
+  }
+  if (spec.is_moe()) {
+    add(spec.moe.router + ".weight", {spec.n_experts, config.hidden_size});
+    if (spec.shared_intermediate_size > 0) add(spec.moe.shared_gate + ".weight", {1, config.hidden_size});
   }
   for (const auto& linear : spec.linear_names()) {
     std::vector<int64_t> shape = linear_shape(config, spec, linear);

@@ -31,19 +31,27 @@ model::ModelConfig tiny_config() {
   return model::parse_model_config(json.dump(), "test");
 }
 
-model::BlockWeights random_block(const model::ModelConfig& config, uint64_t seed) {
+at::Tensor random_linear(int64_t out, int64_t in) { return at::randn({out, in}) / std::sqrt(double(in)); }
+
+// Layer 0's norms and attention projections, seeded.
+model::BlockWeights random_attention_block(const model::ModelConfig& config, uint64_t seed) {
   at::manual_seed(seed);
   const int64_t q_out = config.n_heads * config.head_dim;
   const int64_t kv_out = config.n_kv_heads * config.head_dim;
-  auto w = [](int64_t out, int64_t in) { return at::randn({out, in}) / std::sqrt(double(in)); };
   model::BlockWeights block;
   block.layer = 0;
   block.tensors["input_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
   block.tensors["post_attention_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
-  block.tensors["self_attn.q_proj.weight"] = w(q_out, config.hidden_size);
-  block.tensors["self_attn.k_proj.weight"] = w(kv_out, config.hidden_size);
-  block.tensors["self_attn.v_proj.weight"] = w(kv_out, config.hidden_size);
-  block.tensors["self_attn.o_proj.weight"] = w(config.hidden_size, q_out);
+  block.tensors["self_attn.q_proj.weight"] = random_linear(q_out, config.hidden_size);
+  block.tensors["self_attn.k_proj.weight"] = random_linear(kv_out, config.hidden_size);
+  block.tensors["self_attn.v_proj.weight"] = random_linear(kv_out, config.hidden_size);
+  block.tensors["self_attn.o_proj.weight"] = random_linear(config.hidden_size, q_out);
+  return block;
+}
+
+model::BlockWeights random_block(const model::ModelConfig& config, uint64_t seed) {
+  model::BlockWeights block = random_attention_block(config, seed);
+  auto w = random_linear;
   block.tensors["mlp.gate_proj.weight"] = w(config.intermediate_size, config.hidden_size);
   block.tensors["mlp.up_proj.weight"] = w(config.intermediate_size, config.hidden_size);
   block.tensors["mlp.down_proj.weight"] = w(config.hidden_size, config.intermediate_size);
@@ -97,12 +105,13 @@ class CaptureObserver : public model::GroupObserver {
 // the already-quantized groups swapped in, capture the group's input, solve.
 at::Tensor staged_reference(const model::ModelConfig& config, model::BlockWeights& weights,
                             const at::Tensor& hidden, const model::RotaryCache& rope,
-                            const SolveContext& context, const LinearSink& sink) {
+                            const SolveContext& context, const LinearSink& sink,
+                            const model::BlockOptions& block = {}) {
   PhaseTimes times;
   const auto& groups = config.layer(0).groups;
   for (int group = 0; group < static_cast<int>(groups.size()); ++group) {
     CaptureObserver capture(group);
-    model::block_forward(config, weights, hidden, rope, &capture);
+    model::block_forward(config, weights, hidden, rope, &capture, block);
     solver::HessianAccumulator accumulator(capture.captured.size(-1), capture.captured.device());
     accumulator.add(capture.captured);
     quantize_group(groups[group].linears, accumulator.hessian(), accumulator.n_samples(), context,
@@ -361,6 +370,130 @@ TEST(BlockRunnerFormats, V1RaisesAsymmetricZeroPointsV2KeepsThem) {
       EXPECT_EQ(q.solved.zeros.max().item<int64_t>(), 0);
       EXPECT_EQ(q.n_zero_raised, 0);
     }
+  }
+}
+
+// ---- sparse (MoE) blocks ----------------------------------------------------
+
+// Qwen2-MoE: 6 experts, top-2, a shared expert with its sigmoid gate.
+model::ModelConfig tiny_moe_config() {
+  nlohmann::json json = {{"architectures", {"Qwen2MoeForCausalLM"}},
+                         {"hidden_size", 32},
+                         {"intermediate_size", 64},
+                         {"moe_intermediate_size", 16},
+                         {"shared_expert_intermediate_size", 24},
+                         {"num_experts", 6},
+                         {"num_experts_per_tok", 2},
+                         {"norm_topk_prob", false},
+                         {"num_hidden_layers", 1},
+                         {"num_attention_heads", 4},
+                         {"num_key_value_heads", 2},
+                         {"vocab_size", 50},
+                         {"rms_norm_eps", 1e-5},
+                         {"qkv_bias", false}};
+  return model::parse_model_config(json.dump(), "test");
+}
+
+model::BlockWeights random_moe_block(const model::ModelConfig& config, uint64_t seed) {
+  model::BlockWeights block = random_attention_block(config, seed);
+  const model::LayerSpec& layer = config.layer(0);
+  block.tensors[layer.moe.router + ".weight"] = 3 * random_linear(layer.n_experts, config.hidden_size);
+  block.tensors[layer.moe.shared_gate + ".weight"] = random_linear(1, config.hidden_size);
+  for (const auto& group : layer.groups) {
+    for (const auto& name : group.linears) {
+      if (name.starts_with("self_attn.")) continue;
+      const auto shape = model::linear_shape(config, 0, name);
+      block.tensors[name + ".weight"] = random_linear(shape[0], shape[1]);
+    }
+  }
+  return block;
+}
+
+TEST(BlockRunnerMoe, SinglePassEqualsStagedPaperProcedure) {
+  const auto config = tiny_moe_config();
+  const model::LayerSpec& layer = config.layer(0);
+  // 2 attention groups + shared and 6 experts at each of the two MLP sites.
+  ASSERT_EQ(layer.groups.size(), 2u + 2 * 7);
+  const model::BlockWeights original = random_moe_block(config, 3);
+  at::manual_seed(4);
+  const at::Tensor hidden = at::randn({6, 24, config.hidden_size});
+  model::RotaryCache rope(config, 24, at::kFloat, at::kCPU);
+  Job job(grouped(16));
+  job.options.block.batch_chunk = 2;         // three row chunks, each expert fed in spans
+  job.options.block.min_expert_tokens_per_input = 1;
+
+  model::BlockWeights single = clone(original);
+  Collected single_results;
+  PhaseTimes times;
+  at::Tensor single_out =
+      quantize_block_gptq(config, single, hidden, rope, job.options, single_results.sink(), times);
+
+  model::BlockWeights staged = clone(original);
+  Collected staged_results;
+  at::Tensor staged_out =
+      staged_reference(config, staged, hidden, rope, job.options.solve, staged_results.sink(),
+                       job.options.block);
+
+  ASSERT_EQ(single_results.results.size(), 4u + 3 + 3 * 6);
+  int64_t routed_sum = 0;
+  for (const auto& [name, expected] : staged_results.results) {
+    SCOPED_TRACE(name);
+    const auto& got = single_results.results.at(name);
+    ASSERT_TRUE(got.quantized);
+    EXPECT_EQ(got.n_hessian_rows, expected.n_hessian_rows);
+    EXPECT_NEAR(got.loss, expected.loss, 1e-4 * std::max(1.0, expected.loss));
+    EXPECT_TRUE(at::allclose(single.tensors.at(name + ".weight"), staged.tensors.at(name + ".weight"),
+                             kFp32Tol, kFp32Tol));
+    const bool routed = name.starts_with(layer.moe.experts);
+    ASSERT_EQ(got.routing.has_value(), routed);
+    if (!routed) {
+      EXPECT_EQ(got.n_hessian_rows, 6 * 24);
+      continue;
+    }
+    EXPECT_FALSE(got.routing->all_tokens);
+    EXPECT_EQ(got.n_hessian_rows, got.routing->routed_tokens);
+    if (name.ends_with(".gate_proj")) routed_sum += got.routing->routed_tokens;
+  }
+  // Every token went to exactly top_k experts.
+  EXPECT_EQ(routed_sum, layer.top_k * 6 * 24);
+  EXPECT_TRUE(at::allclose(single_out, staged_out, kFp32Tol, kFp32Tol))
+      << (single_out - staged_out).abs().max().item<double>();
+  model::BlockWeights fp = clone(original);
+  at::Tensor fp_out = model::block_forward(config, fp, hidden, rope, nullptr);
+  EXPECT_LT(((single_out - fp_out).norm() / fp_out.norm()).item<double>(), 0.2);
+}
+
+TEST(BlockRunnerMoe, AllTokensModeAndTooFewRoutedFallBackToEveryToken) {
+  const auto config = tiny_moe_config();
+  const model::BlockWeights original = random_moe_block(config, 3);
+  at::manual_seed(4);
+  const at::Tensor hidden = at::randn({6, 24, config.hidden_size});
+  model::RotaryCache rope(config, 24, at::kFloat, at::kCPU);
+  const int64_t n_tokens = 6 * 24;
+
+  for (const auto mode : {model::MoeCalibration::kAll, model::MoeCalibration::kRouted}) {
+    SCOPED_TRACE(mode == model::MoeCalibration::kAll ? "all" : "routed, threshold 1000");
+    Job job(grouped(16));
+    job.options.block.moe_calibration = mode;
+    // Routed mode with a threshold no expert reaches: every expert falls back.
+    job.options.block.min_expert_tokens_per_input = 1000;
+    model::BlockWeights weights = clone(original);
+    Collected results;
+    PhaseTimes times;
+    at::Tensor out = quantize_block_gptq(config, weights, hidden, rope, job.options, results.sink(), times);
+    int64_t routed_sum = 0;
+    for (const auto& [name, result] : results.results) {
+      if (!result.routing) continue;
+      SCOPED_TRACE(name);
+      EXPECT_EQ(result.n_hessian_rows, n_tokens);
+      EXPECT_TRUE(result.routing->all_tokens);
+      EXPECT_EQ(result.routing->too_few_routed, mode == model::MoeCalibration::kRouted);
+      if (name.ends_with(".up_proj")) routed_sum += result.routing->routed_tokens;
+    }
+    EXPECT_EQ(routed_sum, 2 * n_tokens);
+    // The output still follows the router: equal to the plain forward of the quantized weights.
+    at::Tensor replay = model::block_forward(config, weights, hidden, rope, nullptr);
+    EXPECT_TRUE(at::allclose(out, replay, kFp32Tol, kFp32Tol));
   }
 }
 

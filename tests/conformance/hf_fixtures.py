@@ -15,6 +15,11 @@ Variants (``VARIANTS``): each stresses one feature of the block forward.
   mistral      sliding_window=16 (shorter than the test sequences), 6/2 heads
   qwen2        q/k/v bias, tied embeddings
   qwen3        q/k RMSNorm per head, head_dim 32 != hidden/heads
+MoE (8 experts, top-2 unless noted; expert width 48 != dense width 160):
+  mixtral      block_sparse_moe.experts.N.w1/w2/w3, always renormalised top-k, sliding window 16
+  qwen2-moe    shared expert with sigmoid gate, layer 1 dense (mlp_only_layers), tied embeddings
+  qwen3-moe    norm_topk_prob, top-3, every second layer sparse (decoder_sparse_step 2), 4 layers
+  olmoe        q/k norm over the whole projection, clip_qkv
 Norm weights and biases are randomized too (HF initializes them to 1 and 0,
 which would hide a missing norm weight or bias).
 """
@@ -45,7 +50,19 @@ VARIANTS = {
         "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2, "sliding_window": 16}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32}),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", {
+        "intermediate_size": 48, "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 16}),
+    "qwen2-moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", {
+        "moe_intermediate_size": 48, "shared_expert_intermediate_size": 80, "num_experts": 8,
+        "num_experts_per_tok": 2, "mlp_only_layers": [1], "tie_word_embeddings": True}),
+    "qwen3-moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", {
+        "moe_intermediate_size": 48, "num_experts": 8, "num_experts_per_tok": 3, "norm_topk_prob": True,
+        "decoder_sparse_step": 2, "num_hidden_layers": 4, "head_dim": 32}),
+    "olmoe": ("OlmoeConfig", "OlmoeForCausalLM", {
+        "intermediate_size": 48, "num_experts": 8, "num_experts_per_tok": 2, "clip_qkv": 3.0}),
 }
+
+MOE_VARIANTS = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -1,6 +1,6 @@
 """Our block-by-block forward gives transformers' logits for every supported
-architecture (tiny random checkpoints made by transformers) and for the real
-trained stories260K model."""
+architecture (tiny random checkpoints made by transformers, the MoE families
+included) and for the real trained stories260K model."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_fixtures import hf_logits, make_tiny_model, random_ids, write_ids
+from hf_fixtures import MOE_VARIANTS, hf_logits, make_tiny_model, random_ids, write_ids
 from model_driver import our_logits, shared_data
 
 # fp32: same math, different kernels: max |ours - hf| <= 1e-4 * max(1, max |hf|).
@@ -23,6 +23,9 @@ BF16_LOGIT_TOL = 8 * 2.0 ** -8
 CASES = [("llama", "float32"), ("llama", "bfloat16"), ("llama-tied", "float32"),
          ("llama3", "float32"), ("llama3", "bfloat16"), ("mistral", "float32"),
          ("qwen2", "float32"), ("qwen2", "bfloat16"), ("qwen3", "float32"), ("qwen3", "bfloat16")]
+# MoE: bf16 too, where a routing flip (a tie broken differently after one
+# differently rounded op) would show up as a large logit error.
+CASES += [(arch, dtype) for arch in MOE_VARIANTS for dtype in ("float32", "bfloat16")]
 
 
 @pytest.fixture(scope="module")

@@ -152,7 +152,7 @@ TEST(ModelConfig, FamiliesResolveBiasNormAndWindowsFromTheTable) {
   qwen3["head_dim"] = 32;
   qwen3["sliding_window"] = 32;  // ignored: use_sliding_window is false
   config = parse(qwen3);
-  EXPECT_TRUE(config.arch.attention.qk_norm && config.layer(1).attention.qk_norm);
+  EXPECT_TRUE(config.arch.attention.qk_norm == QkNorm::kPerHead && config.layer(1).attention.qk_norm == QkNorm::kPerHead);
   EXPECT_EQ(config.head_dim, 32);
   EXPECT_EQ(windows(config), std::vector<int64_t>({0, 0}));
 
@@ -173,6 +173,75 @@ TEST(ModelConfig, FamiliesResolveBiasNormAndWindowsFromTheTable) {
   EXPECT_TRUE(config.layer(1).qkv_bias && config.layer(1).o_bias && config.layer(1).mlp_bias &&
               config.tie_word_embeddings);
   EXPECT_EQ(config.torch_dtype, c10::kHalf);
+}
+
+TEST(ModelConfig, MoeFamiliesResolveExpertsSharedExpertAndSparseLayers) {
+  nlohmann::json qwen = llama_json();
+  qwen["architectures"] = {"Qwen2MoeForCausalLM"};
+  qwen["num_hidden_layers"] = 4;
+  qwen["num_experts"] = 8;
+  qwen["num_experts_per_tok"] = 2;
+  qwen["moe_intermediate_size"] = 48;
+  qwen["shared_expert_intermediate_size"] = 80;
+  qwen["decoder_sparse_step"] = 2;
+  qwen["mlp_only_layers"] = {3};
+  qwen["norm_topk_prob"] = true;
+  qwen["sliding_window"] = 0;  // as Qwen2-MoE writes it without use_sliding_window
+  const ModelConfig config = parse(qwen);
+  EXPECT_FALSE(config.layer(0).is_moe());  // (0 + 1) % 2 != 0
+  EXPECT_TRUE(config.layer(1).is_moe());
+  EXPECT_FALSE(config.layer(2).is_moe());
+  EXPECT_FALSE(config.layer(3).is_moe());  // mlp_only_layers
+  const LayerSpec& sparse = config.layer(1);
+  EXPECT_EQ(sparse.n_experts, 8);
+  EXPECT_EQ(sparse.top_k, 2);
+  EXPECT_TRUE(sparse.renormalize_top_k);
+  EXPECT_EQ(sparse.expert_intermediate_size, 48);
+  EXPECT_EQ(sparse.shared_intermediate_size, 80);
+  ASSERT_EQ(sparse.groups.size(), 2u + 2 * 9);
+  EXPECT_EQ(sparse.groups[2], (LinearGroup{InputSite::kMlpInput,
+                                           {"mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj"}}));
+  EXPECT_EQ(sparse.groups[3], (LinearGroup{InputSite::kMlpInput,
+                                           {"mlp.experts.0.gate_proj", "mlp.experts.0.up_proj"}, 0}));
+  EXPECT_EQ(sparse.groups[11], (LinearGroup{InputSite::kMlpHidden, {"mlp.shared_expert.down_proj"}}));
+  EXPECT_EQ(sparse.groups[19], (LinearGroup{InputSite::kMlpHidden, {"mlp.experts.7.down_proj"}, 7}));
+  EXPECT_EQ(config.layer(0).groups.size(), 4u);
+  EXPECT_EQ(windows(config), std::vector<int64_t>(4, 0));
+  EXPECT_EQ(config.n_linears(), 3 * 7 + (4 + 3 + 3 * 8));
+
+  nlohmann::json mixtral = llama_json();
+  mixtral["architectures"] = {"MixtralForCausalLM"};
+  mixtral["num_local_experts"] = 4;
+  mixtral["num_experts_per_tok"] = 2;
+  const ModelConfig m = parse(mixtral);
+  EXPECT_TRUE(m.layer(0).is_moe() && m.layer(1).is_moe());
+  EXPECT_TRUE(m.layer(0).renormalize_top_k);  // always, whatever norm_topk_prob says
+  EXPECT_EQ(m.layer(0).expert_intermediate_size, 160);
+  EXPECT_EQ(m.layer(0).shared_intermediate_size, 0);
+  EXPECT_EQ(m.layer(0).groups[2].linears,
+            (std::vector<std::string>{"block_sparse_moe.experts.0.w1", "block_sparse_moe.experts.0.w3"}));
+  EXPECT_EQ(m.layer(0).groups.back().linears, std::vector<std::string>{"block_sparse_moe.experts.3.w2"});
+
+  mixtral["num_experts_per_tok"] = 5;
+  EXPECT_THROW(parse(mixtral), InputError);
+  mixtral["num_experts_per_tok"] = 2;
+  mixtral.erase("num_local_experts");
+  try {
+    parse(mixtral);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("num_experts"), std::string::npos) << e.what();
+  }
+
+  nlohmann::json olmoe = llama_json();
+  olmoe["architectures"] = {"OlmoeForCausalLM"};
+  olmoe["num_experts"] = 4;
+  olmoe["num_experts_per_tok"] = 2;
+  olmoe["clip_qkv"] = 8.0;
+  const ModelConfig o = parse(olmoe);
+  EXPECT_EQ(o.layer(0).attention.qk_norm, QkNorm::kWholeProjection);
+  EXPECT_DOUBLE_EQ(o.layer(1).clip_qkv, 8.0);
+  EXPECT_FALSE(o.layer(0).renormalize_top_k);
 }
 
 TEST(ModelConfig, BadJsonAndMissingFile) {

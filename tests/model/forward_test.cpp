@@ -38,7 +38,7 @@ BlockWeights random_block(const ModelConfig& config, uint64_t seed = 0) {
   block.tensors["mlp.gate_proj.weight"] = w(config.intermediate_size, config.hidden_size);
   block.tensors["mlp.up_proj.weight"] = w(config.intermediate_size, config.hidden_size);
   block.tensors["mlp.down_proj.weight"] = w(config.hidden_size, config.intermediate_size);
-  if (config.arch.attention.qk_norm) {
+  if (config.arch.attention.qk_norm != gptq::model::QkNorm::kNone) {
     block.tensors["self_attn.q_norm.weight"] = 1 + 0.1 * at::randn({config.head_dim});
     block.tensors["self_attn.k_norm.weight"] = 1 + 0.1 * at::randn({config.head_dim});
   }
@@ -335,7 +335,7 @@ TEST(BlockForward, NamesComeFromTheLayerSpec) {
   layer.mlp.up_proj = "feed_forward.w3";
   layer.mlp.down_proj = "feed_forward.w2";
   layer.input_norm.name = "attention_norm";
-  layer.groups = layer_groups(layer.attention, layer.mlp);
+  layer.groups = layer_groups(layer);
   auto rename = [&](const std::string& from, const std::string& to) {
     weights.tensors[to] = weights.tensors.at(from);
     weights.tensors.erase(from);

@@ -41,6 +41,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,8 @@ struct LinearResult {
   int64_t n_hessian_rows = 0; // rows (tokens) the Hessian was accumulated over
   int64_t n_zero_raised = 0;  // (group, row) grids whose zero the format's floor raised
   int n_stacked = 1;          // linears solved together in one stacked solve
+  // Routed expert linears: how many tokens the router sent and which fed the Hessian.
+  std::optional<model::GroupRouting> routing;
   solver::Scheme scheme;      // as the solver ran it; valid when quantized
   pack::SolvedLinear solved;  // codes and grid; valid when quantized
 };
@@ -92,9 +95,12 @@ struct SolveContext {
 
 // Quantizes the linears of one group against one Hessian (or RTN when H is
 // undefined), replacing their weights in `weights` by the dequantized ones.
+// `routing` (a routed expert's group): recorded in each result, and a warning
+// when too few tokens were routed and the Hessian came from all tokens.
 void quantize_group(const std::vector<std::string>& linear_names, const at::Tensor& H,
                     int64_t n_hessian_rows, const SolveContext& context,
-                    model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times);
+                    model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times,
+                    const model::GroupRouting* routing = nullptr);
 
 struct BlockQuantizeOptions {
   SolveContext solve;

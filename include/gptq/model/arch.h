@@ -18,6 +18,10 @@
 //   {gate_proj, up_proj}     <- post_attention_layernorm(h')  [B, T, hidden]      kMlpInput
 //   {down_proj}              <- act(gate) * up                [B, T, intermediate] kMlpHidden
 //
+// Sparse (MoE) layers: each routed expert's {gate, up} reads the tokens the
+// router sends it at kMlpInput, its {down} that expert's activation at
+// kMlpHidden; a shared expert reads every token like a dense MLP.
+//
 // Adding a family built from parts that exist is one table row (arch.cpp);
 // a new part (an attention or MLP kind) is an enum value, its groups in
 // layer_groups() and its forward in model/forward.cpp.
@@ -46,9 +50,45 @@ enum class SlidingWindowRule {
 enum class NormKind { kRmsNorm };  // weight * (x / sqrt(mean(x^2) + eps)), in fp32
 // RoPE (rotate_half), causal, n_kv_heads <= n_heads, scale 1/sqrt(head_dim).
 enum class AttentionKind { kRopeCausalGqa };
-// down(act(gate(x)) * up(x)). Routed experts are issue 11's MLP kind.
-enum class MlpKind { kDenseGated };
+// Where a q/k RMSNorm sits: none, over each head's head_dim (Qwen3), or over
+// the whole projection before it is split into heads (OLMoE).
+enum class QkNorm { kNone, kPerHead, kWholeProjection };
+// kDenseGated: down(act(gate(x)) * up(x)).
+// kSparseMoe: a softmax top-k router picks experts (each a gated MLP) per
+// token; their outputs, weighted by the router, are summed; optionally plus a
+// shared expert scaled by sigmoid(shared_expert_gate(x)) (Qwen2-MoE).
+enum class MlpKind { kDenseGated, kSparseMoe };
 enum class Activation { kSilu };  // config.json hidden_act "silu" / "swish"
+
+// Which layers of a MoE family have the sparse MLP (the others are dense).
+enum class MoeLayerRule {
+  kAllLayers,   // Mixtral, OLMoE
+  kSparseStep,  // Qwen2/3-MoE: (i + 1) % decoder_sparse_step == 0 and i not in mlp_only_layers
+};
+
+// The routed experts of a sparse MLP. Expert e's linears are
+// "<experts><e>.<gate|up|down>"; the router is a [n_experts, hidden] linear
+// that is never quantized (nor is the shared expert's gate).
+struct MoeSpec {
+  MoeLayerRule layers = MoeLayerRule::kAllLayers;
+  std::string router = "mlp.gate";
+  std::string experts = "mlp.experts.";
+  std::string gate = "gate_proj";
+  std::string up = "up_proj";
+  std::string down = "down_proj";
+  // Top-k probabilities renormalised to sum 1: always (Mixtral) or as
+  // config.json "norm_topk_prob" says (Qwen-MoE, OLMoE; false when absent).
+  bool always_renormalize = false;
+  // Mixtral keeps the routing weights in fp32 and multiplies expert outputs
+  // in fp32; the others cast them to the compute dtype first.
+  bool fp32_routing_weights = false;
+  // config.json key of the experts' intermediate width ("moe_intermediate_size"
+  // for Qwen-MoE; Mixtral and OLMoE use "intermediate_size").
+  std::string intermediate_key = "intermediate_size";
+  bool shared_expert = false;  // Qwen2-MoE
+  std::string shared_prefix = "mlp.shared_expert.";
+  std::string shared_gate = "mlp.shared_expert_gate";
+};
 
 // Where in the block a group of linears reads its input, in block order.
 enum class InputSite { kAttentionInput, kAttentionOutput, kMlpInput, kMlpHidden };
@@ -65,7 +105,9 @@ struct AttentionSpec {
   std::string k_proj = "self_attn.k_proj";
   std::string v_proj = "self_attn.v_proj";
   std::string o_proj = "self_attn.o_proj";
-  bool qk_norm = false;  // Qwen3: a norm over head_dim on q and k before RoPE
+  QkNorm qk_norm = QkNorm::kNone;  // before RoPE
+  // OLMoE: q, k and v clamped to [-clip, clip] when config.json "clip_qkv" is set.
+  bool clip_qkv = false;
   NormSpec q_norm{NormKind::kRmsNorm, "self_attn.q_norm"};
   NormSpec k_norm{NormKind::kRmsNorm, "self_attn.k_norm"};
   BiasRule qkv_bias;  // q_proj, k_proj, v_proj
@@ -81,9 +123,12 @@ struct MlpSpec {
   BiasRule bias;  // gate, up, down
 };
 
+// A group reads every token of its site, or (expert >= 0) only the tokens the
+// router sends to routed expert `expert`.
 struct LinearGroup {
   InputSite site = InputSite::kAttentionInput;
   std::vector<std::string> linears;
+  int expert = -1;
   bool operator==(const LinearGroup&) const = default;
 };
 
@@ -92,7 +137,9 @@ struct ArchSpec {
   NormSpec input_norm{NormKind::kRmsNorm, "input_layernorm"};
   NormSpec post_attention_norm{NormKind::kRmsNorm, "post_attention_layernorm"};
   AttentionSpec attention;
-  MlpSpec mlp;
+  MlpSpec mlp;                    // dense layers (all layers of a dense family)
+  bool has_moe = false;           // MoE family: moe.layers picks the sparse layers
+  MoeSpec moe;
   SlidingWindowRule sliding_window = SlidingWindowRule::kNone;
   bool tie_word_embeddings_default = false;  // when config.json has no such key
 
@@ -110,13 +157,26 @@ struct LayerSpec {
   NormSpec input_norm;
   NormSpec post_attention_norm;
   AttentionSpec attention;
-  MlpSpec mlp;
+  MlpSpec mlp;  // kind kSparseMoe: the layer's MLP is `moe`
+  MoeSpec moe;
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
   int64_t sliding_window = 0;  // 0: full causal attention
-  int64_t intermediate_size = 0;
+  int64_t intermediate_size = 0;  // dense MLP width (kDenseGated)
+  double clip_qkv = 0;            // attention.clip_qkv: the bound
+  // Sparse MLP (kSparseMoe) settings from config.json.
+  int64_t n_experts = 0;
+  int64_t top_k = 0;
+  bool renormalize_top_k = false;
+  int64_t expert_intermediate_size = 0;
+  int64_t shared_intermediate_size = 0;  // 0: no shared expert
   std::vector<LinearGroup> groups;  // true-sequential, in block order
+
+  bool is_moe() const { return mlp.kind == MlpKind::kSparseMoe; }
+  // "<experts><e>.<gate|up|down>" of routed expert `expert`.
+  std::string expert_linear(int expert, const std::string& which) const;
+  std::string shared_linear(const std::string& which) const;
 
   // Every linear of the layer, in group order.
   std::vector<std::string> linear_names() const;
@@ -125,8 +185,10 @@ struct LayerSpec {
   bool has_bias(const std::string& linear) const;
 };
 
-// The true-sequential groups of a layer built from `attention` and `mlp`.
-std::vector<LinearGroup> layer_groups(const AttentionSpec& attention, const MlpSpec& mlp);
+// The true-sequential groups of `layer` from its attention and MLP parts
+// (a sparse MLP: one gate/up and one down group per routed expert, plus the
+// shared expert's two groups).
+std::vector<LinearGroup> layer_groups(const LayerSpec& layer);
 
 // The spec for `architecture`, or UnsupportedError listing the supported ones.
 const ArchSpec& find_arch_spec(const std::string& architecture);

@@ -46,6 +46,7 @@ struct ModelConfig {
   int64_t head_dim = 0;  // "head_dim" or hidden_size / n_heads
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
+  double clip_qkv = 0;  // OLMoE "clip_qkv"; 0: no clamp
   RopeConfig rope;
 
   bool tie_word_embeddings = false;  // the key; lm_head.weight absent also ties (see weights.h)

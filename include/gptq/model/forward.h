@@ -1,6 +1,7 @@
 #pragma once
 // The decoder forward in libtorch, equal to transformers' modeling_llama /
-// mistral / qwen2 / qwen3 (sdpa attention) for the same weights and dtype:
+// mistral / qwen2 / qwen3 and the MoE families' (sdpa attention; the sparse
+// MLP as model/moe.h) for the same weights and dtype:
 //   h   = x + o_proj(attn(rope(q_norm?(q_proj(n1))), rope(k_norm?(k_proj(n1))), v_proj(n1)))
 //   out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2))
 // with n1 = input_layernorm(x), n2 = post_attention_layernorm(h); causal
@@ -61,6 +62,17 @@ struct GroupInput {
   int64_t row_start = 0;
 };
 
+// How a routed expert's group was fed (told to the observer before its first
+// observe call).
+struct GroupRouting {
+  int64_t routed_tokens = 0;  // tokens the router sent to the expert
+  int64_t fed_tokens = 0;     // tokens its Hessian is accumulated over
+  // Every calibration token was fed: --moe-calibration all, or too few routed
+  // tokens (fewer than BlockOptions::min_expert_tokens_per_input x in_features).
+  bool all_tokens = false;
+  bool too_few_routed = false;  // all_tokens because routed_tokens was below the threshold
+};
+
 // Sees the exact input of each true-sequential group before its linears run,
 // one chunk of rows (calibration windows) at a time, so no group input is ever
 // materialized for all rows at once.
@@ -82,8 +94,20 @@ class GroupObserver {
  public:
   virtual ~GroupObserver() = default;
   virtual void observe(int group_index, const GroupInput& input) = 0;
+  // Before the first observe(g) of a routed expert's group g.
+  virtual void route_group(int group_index, const GroupRouting& routing) {
+    (void)group_index;
+    (void)routing;
+  }
   virtual void finish_group(int group_index, const std::vector<std::string>& linear_names,
                             BlockWeights& weights) = 0;
+};
+
+// Which tokens feed a routed expert's Hessians. The block output always
+// follows the router.
+enum class MoeCalibration {
+  kRouted,  // the tokens routed to the expert (as inference sees it)
+  kAll,     // every calibration token (llm-compressor's "calibrate all experts")
 };
 
 struct BlockOptions {
@@ -97,6 +121,11 @@ struct BlockOptions {
   // otherwise gate/up are recomputed per chunk for the output (the weights are
   // fixed by then, so the result is identical). 0: never hold.
   int64_t max_held_bytes = int64_t{1} << 30;
+  MoeCalibration moe_calibration = MoeCalibration::kRouted;
+  // kRouted: an expert group that was routed fewer than this many tokens per
+  // input column gets its Hessian from every calibration token instead (and
+  // the observer is told, GroupRouting::too_few_routed).
+  int64_t min_expert_tokens_per_input = 2;
 };
 
 // What a block_forward with an observer did (untouched without one).
@@ -105,6 +134,9 @@ struct BlockStats {
   int64_t n_chunks = 0;
   int64_t mlp_hidden_bytes = 0;     // [B, T, the layer's intermediate_size] in the compute dtype
   bool mlp_recomputed = false;      // true: gate/up recomputed per chunk, not held
+  bool sparse_mlp = false;          // a MoE layer: expert activations are always recomputed
+                                    // per span of tokens; mlp_hidden_bytes is top_k x tokens x
+                                    // the experts' width
 };
 
 // One decoder block: hidden [B, T, H] -> [B, T, H]. Positions are 0..T-1 of
