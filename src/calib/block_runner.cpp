@@ -215,10 +215,10 @@ void quantize_group(const std::vector<std::string>& linear_names, const at::Tens
   GPTQ_ASSERT(context.schemes != nullptr && context.format != nullptr, "solve context incomplete");
   if (routing != nullptr && routing->too_few_routed) {
     std::string names;
-    for (const auto& name : linear_names) names += (names.empty() ? "" : ", ") + name;
-    spdlog::warn("{}{}: the router sent only {} calibration token(s) to this expert; its Hessian "
+    for (const auto& name : linear_names) names += (names.empty() ? "" : ", ") + context.layer_prefix + name;
+    spdlog::warn("{}: the router sent only {} calibration token(s) to this expert; its Hessian "
                  "comes from all {} calibration tokens instead",
-                 context.layer_prefix, names, routing->routed_tokens, routing->fed_tokens);
+                 names, routing->routed_tokens, routing->fed_tokens);
   }
   for (const Stack& stack : plan_stacks(linear_names, context, weights, sink)) {
     solve_stack(stack, H, n_hessian_rows, routing, context, weights, sink, times);
