@@ -182,16 +182,31 @@ class BlockRun {
   at::Tensor moe_rows(const at::Tensor& normed) {
     const at::Tensor x = normed.reshape({-1, normed.size(-1)});
     const ExpertRouting routing = route_tokens(layer_, weights_, x);
+    return moe_output(x, routing, std::max<int64_t>(1, x.size(0))).view(normed.sizes());
+  }
+
+  // The sparse MLP's output [n, H] for x [n, H] routed as `routing`, experts
+  // run on spans of at most `token_step` of their tokens; the routed sum in
+  // fp32 (see moe.h), then the shared expert.
+  at::Tensor moe_output(const at::Tensor& x, const ExpertRouting& routing, int64_t token_step) {
     at::Tensor sum = at::zeros(x.sizes(), x.options().dtype(at::kFloat));
     for (int expert = 0; expert < layer_.n_experts; ++expert) {
-      if (routing.count(expert) == 0) continue;
       const at::Tensor tokens = routing.expert_tokens(expert);
-      const at::Tensor y = expert_output(expert, x.index_select(0, tokens));
-      sum.index_add_(0, tokens, scale_by_routing(y, routing.expert_weights(expert)));
+      const at::Tensor weights = routing.expert_weights(expert);
+      for_spans(routing.count(expert), token_step, [&](int64_t start, int64_t count) {
+        const at::Tensor span = tokens.narrow(0, start, count);
+        const at::Tensor y = expert_output(expert, x.index_select(0, span));
+        sum.index_add_(0, span, scale_by_routing(y, weights.narrow(0, start, count)));
+      });
     }
     at::Tensor out = sum.to(x.scalar_type());
-    if (layer_.shared_intermediate_size > 0) out.add_(shared_output(x));
-    return out.view(normed.sizes());
+    sum.reset();
+    if (layer_.shared_intermediate_size > 0) {
+      for_spans(x.size(0), token_step, [&](int64_t start, int64_t count) {
+        out.narrow(0, start, count).add_(shared_output(x.narrow(0, start, count)));
+      });
+    }
+    return out;
   }
 
   at::Tensor expert_hidden(int expert, const at::Tensor& x) {
@@ -263,7 +278,8 @@ class BlockRun {
       for_spans(info.fed_tokens, token_step, [&](int64_t start, int64_t count) {
         GroupInput chunk;
         chunk.token_index = tokens.narrow(0, start, count);
-        chunk.x = input(x.index_select(0, chunk.token_index));
+        // Every token: a view of x, not a gathered copy.
+        chunk.x = input(info.all_tokens ? x.narrow(0, start, count) : x.index_select(0, chunk.token_index));
         observer.observe(group_idx, chunk);
       });
     };
@@ -281,24 +297,7 @@ class BlockRun {
     }
     finish_groups(hiddens, observer);
 
-    // The routed sum in fp32 (see moe.h), [tokens, hidden] next to h.
-    at::Tensor sum = at::zeros(x.sizes(), x.options().dtype(at::kFloat));
-    for (int expert = 0; expert < layer_.n_experts; ++expert) {
-      const at::Tensor tokens = routing.expert_tokens(expert);
-      const at::Tensor weights = routing.expert_weights(expert);
-      for_spans(routing.count(expert), token_step, [&](int64_t start, int64_t count) {
-        const at::Tensor span = tokens.narrow(0, start, count);
-        const at::Tensor y = expert_output(expert, x.index_select(0, span));
-        sum.index_add_(0, span, scale_by_routing(y, weights.narrow(0, start, count)));
-      });
-    }
-    at::Tensor out = sum.to(x.scalar_type());
-    sum.reset();
-    if (layer_.shared_intermediate_size > 0) {
-      for_spans(n_tokens, token_step, [&](int64_t start, int64_t count) {
-        out.narrow(0, start, count).add_(shared_output(x.narrow(0, start, count)));
-      });
-    }
+    at::Tensor out = moe_output(x, routing, token_step);
     h.add_(out.view(h.sizes()));
   }
 
