@@ -1,6 +1,7 @@
 #include "gptq/calib/block_runner.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <chrono>
@@ -68,12 +69,60 @@ class SolvingObserver : public model::GroupObserver {
                     model::BlockWeights& weights) override {
     int64_t n_rows = 0;
     at::Tensor H = hessians_.take(group_index, n_rows);
-    auto routing = routings_.find(group_index);
-    quantize_group(linear_names, H, n_rows, context_, weights, sink_, times_,
-                   routing == routings_.end() ? nullptr : &routing->second);
+    quantize_group(linear_names, H, n_rows, context_, weights, sink_, times_, routing_of(group_index));
+  }
+
+  // Many small solves (experts): on CPU one expert per thread, each solve's
+  // own ops then run single-threaded (ATen runs a parallel_for nested in
+  // another inline), which beats splitting every small solve across threads.
+  // Results reach the sink in group order once all are solved.
+  void finish_independent_groups(const std::vector<int>& group_indices,
+                                 const std::vector<std::vector<std::string>>& linear_names,
+                                 const std::string& label, model::BlockWeights& weights) override {
+    struct Job {
+      at::Tensor H;
+      int64_t n_rows = 0;
+      std::vector<LinearResult> results;
+      PhaseTimes times;
+    };
+    std::vector<Job> jobs(group_indices.size());
+    for (size_t idx = 0; idx < jobs.size(); ++idx) jobs[idx].H = hessians_.take(group_indices[idx], jobs[idx].n_rows);
+    const auto start = std::chrono::steady_clock::now();
+    auto solve = [&](int64_t begin, int64_t end) {
+      for (int64_t idx = begin; idx < end; ++idx) {
+        Job& job = jobs[idx];
+        const LinearSink buffer = [&job](LinearResult&& result) { job.results.push_back(std::move(result)); };
+        quantize_group(linear_names[idx], job.H, job.n_rows, context_, weights, buffer, job.times,
+                       routing_of(group_indices[idx]));
+        job.H.reset();
+      }
+    };
+    const bool on_cpu = jobs.empty() || !jobs.front().H.defined() || jobs.front().H.device().is_cpu();
+    if (on_cpu && jobs.size() > 1) {
+      at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, solve);
+    } else {
+      solve(0, static_cast<int64_t>(jobs.size()));
+    }
+    const double wall_s = seconds_since(start);
+    times_.solve_s += wall_s;
+    int remaining = 0;
+    for (const Job& job : jobs) remaining += static_cast<int>(job.results.size());
+    for (Job& job : jobs) {
+      for (LinearResult& result : job.results) {
+        result.batch = label;
+        result.batch_remaining = --remaining;
+        if (remaining == 0) result.batch_wall_s = wall_s;
+        sink_(std::move(result));
+      }
+    }
   }
 
  private:
+  const model::GroupRouting* routing_of(int group_index) const {
+    auto found = routings_.find(group_index);
+    return found == routings_.end() ? nullptr : &found->second;
+  }
+
   std::map<int, model::GroupRouting> routings_;
   const SolveContext& context_;
   const LinearSink& sink_;

@@ -71,25 +71,41 @@ class LinearLog {
 
   void record(const std::string& full_name, const LinearResult& result, nlohmann::json& layers) {
     ++done_;
+    layers.push_back(report_entry(full_name, result));
+    if (progress_.redraws()) progress_.advance(full_name);
     char line[512];
-    if (result.quantized) {
+    if (!result.quantized) {
+      std::snprintf(line, sizeof line, "[%*d/%d] %s %s kept in full precision (%s)", width_,
+                    done_, total_, full_name.c_str(), shape_text(result).c_str(),
+                    result.skip_reason.c_str());
+      emit(line, /*warning=*/true);
+    } else if (result.batch.empty()) {
       std::snprintf(line, sizeof line, "[%*d/%d] %s %s bits=%d g=%d err=%.2e %.2fs", width_,
                     done_, total_, full_name.c_str(), shape_text(result).c_str(),
                     result.scheme.quant.bits, result.scheme.quant.group_size, result.loss,
                     result.solve_s);
+      emit(line, false);
     } else {
-      std::snprintf(line, sizeof line, "[%*d/%d] %s %s kept in full precision (%s)", width_,
-                    done_, total_, full_name.c_str(), shape_text(result).c_str(),
-                    result.skip_reason.c_str());
+      batch_.count += 1;
+      batch_.loss += result.loss;
+      batch_.bits = result.scheme.quant.bits;
+      batch_.group_size = result.scheme.quant.group_size;
+      if (batch_.count == 1) batch_.shape = shape_text(result);
+      if (shape_text(result) != batch_.shape) batch_.shape = "[mixed]";
     }
-    if (!options_.progress) {
-      spdlog::debug("{}", line);
-    } else if (progress_.redraws()) {
-      progress_.advance(full_name);
-      if (!result.quantized) spdlog::warn("{}", line);
-    } else {
-      spdlog::info("{}", line);
-    }
+    if (result.batch.empty() || result.batch_remaining > 0 || batch_.count == 0) return;
+    // One line per batch of experts: "[12/48] model.layers.1.mlp.experts.0-7 gate_proj/up_proj 16x[48x64] ...".
+    const std::string layer_prefix = full_name.substr(0, full_name.size() - result.name.size());
+    std::snprintf(line, sizeof line, "[%*d/%d] %s%s %dx%s bits=%d g=%d err=%.2e %.2fs", width_, done_, total_,
+                  layer_prefix.c_str(), result.batch.c_str(), batch_.count, batch_.shape.c_str(), batch_.bits,
+                  batch_.group_size, batch_.loss, result.batch_wall_s);
+    batch_ = {};
+    emit(line, false);
+  }
+  void finish() { progress_.finish(); }
+
+ private:
+  static nlohmann::json report_entry(const std::string& full_name, const LinearResult& result) {
     nlohmann::json entry = {{"name", full_name},
                             {"shape", {result.rows, result.cols}},
                             {"quantized", result.quantized},
@@ -110,11 +126,32 @@ class LinearLog {
       entry["hessian_tokens"] = result.routing->all_tokens ? "all" : "routed";
       entry["too_few_routed"] = result.routing->too_few_routed;
     }
-    layers.push_back(std::move(entry));
+    return entry;
   }
-  void finish() { progress_.finish(); }
 
- private:
+  // A finished item's line: debug when quiet; on a TTY only warnings print
+  // (the redrawn line shows the rest); otherwise one info line each.
+  void emit(const char* line, bool warning) {
+    if (!options_.progress) {
+      spdlog::debug("{}", line);
+    } else if (progress_.redraws()) {
+      if (warning) spdlog::warn("{}", line);
+    } else if (warning) {
+      spdlog::warn("{}", line);
+    } else {
+      spdlog::info("{}", line);
+    }
+  }
+
+  // The quantized linears of the expert batch logged so far (sum of losses).
+  struct BatchLine {
+    int count = 0;
+    double loss = 0;
+    int bits = 0;
+    int group_size = 0;
+    std::string shape;
+  };
+  BatchLine batch_;
   Progress progress_;
   int total_;
   int width_;
@@ -257,7 +294,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   std::optional<model::RotaryCache> rope;
   if (options.method == Method::kGptq) {
     at::Tensor ids = calibration_ids(options, config, report);
-    hidden = model::embed(model::load_embedding(source, config, dtype, device), ids.to(device));
+    hidden = model::embed(config, model::load_embedding(source, config, dtype, device), ids.to(device));
     rope.emplace(config, options.seqlen, dtype, device);
   }
   const double calibration_s = seconds_since(phase_start);

@@ -38,6 +38,46 @@ std::vector<ArchSpec> build_table() {
   qwen3.sliding_window = SlidingWindowRule::kLayerTypes;
   table.push_back(qwen3);
 
+  // Phi-3: fused qkv_proj and gate_up_proj, quantized as the fused linears the
+  // checkpoint holds (the names vLLM and GPTQModel expect).
+  ArchSpec phi3 = make_spec("Phi3ForCausalLM");
+  phi3.attention.qkv_proj = "self_attn.qkv_proj";
+  phi3.mlp.gate_up_proj = "mlp.gate_up_proj";
+  phi3.sliding_window = SlidingWindowRule::kAllLayers;
+  table.push_back(phi3);
+
+  // Gemma-2: (1 + w) RMSNorm everywhere, sandwich norms, GeGLU-tanh, scores
+  // scaled by query_pre_attn_scalar and soft-capped, alternating sliding
+  // layers, embedding scaled by sqrt(hidden), soft-capped logits, tied head.
+  ArchSpec gemma2 = make_spec("Gemma2ForCausalLM");
+  gemma2.input_norm.kind = NormKind::kRmsNormPlusOne;
+  gemma2.post_attention_norm = {NormKind::kRmsNormPlusOne, "pre_feedforward_layernorm"};
+  gemma2.attention_output_norm = {NormKind::kRmsNormPlusOne, "post_attention_layernorm"};
+  gemma2.mlp_output_norm = {NormKind::kRmsNormPlusOne, "post_feedforward_layernorm"};
+  gemma2.final_norm_kind = NormKind::kRmsNormPlusOne;
+  gemma2.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
+  gemma2.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  gemma2.attention.query_scale_key = "query_pre_attn_scalar";
+  gemma2.attention.softcap_key = "attn_logit_softcapping";
+  gemma2.sliding_window = SlidingWindowRule::kLayerTypes;
+  gemma2.sliding_pattern = 2;
+  gemma2.activation_key = "hidden_activation";
+  gemma2.scale_embeddings = true;
+  gemma2.final_softcap_key = "final_logit_softcapping";
+  gemma2.tie_word_embeddings_default = true;
+  table.push_back(gemma2);
+
+  // Gemma-3 (text): Gemma-2 plus (1 + w) q/k norms per head and its own RoPE
+  // for the sliding layers (5 of every 6).
+  ArchSpec gemma3 = gemma2;
+  gemma3.architecture = "Gemma3ForCausalLM";
+  gemma3.attention.qk_norm = QkNorm::kPerHead;
+  gemma3.attention.q_norm.kind = NormKind::kRmsNormPlusOne;
+  gemma3.attention.k_norm.kind = NormKind::kRmsNormPlusOne;
+  gemma3.sliding_pattern = 6;
+  gemma3.rope_per_layer_type = true;
+  table.push_back(gemma3);
+
   // MoE families: the dense parts as above, plus the sparse MLP.
   ArchSpec mixtral = make_spec("MixtralForCausalLM");
   mixtral.sliding_window = SlidingWindowRule::kAllLayers;
@@ -100,14 +140,22 @@ std::vector<LinearGroup> layer_groups(const LayerSpec& layer) {
   const AttentionSpec& attention = layer.attention;
   switch (attention.kind) {
     case AttentionKind::kRopeCausalGqa:
-      groups.push_back({InputSite::kAttentionInput, {attention.q_proj, attention.k_proj, attention.v_proj}});
+      if (!attention.qkv_proj.empty()) {
+        groups.push_back({InputSite::kAttentionInput, {attention.qkv_proj}});
+      } else {
+        groups.push_back({InputSite::kAttentionInput, {attention.q_proj, attention.k_proj, attention.v_proj}});
+      }
       groups.push_back({InputSite::kAttentionOutput, {attention.o_proj}});
       break;
   }
   const MlpSpec& mlp = layer.mlp;
   switch (mlp.kind) {
     case MlpKind::kDenseGated:
-      groups.push_back({InputSite::kMlpInput, {mlp.gate_proj, mlp.up_proj}});
+      if (!mlp.gate_up_proj.empty()) {
+        groups.push_back({InputSite::kMlpInput, {mlp.gate_up_proj}});
+      } else {
+        groups.push_back({InputSite::kMlpInput, {mlp.gate_proj, mlp.up_proj}});
+      }
       groups.push_back({InputSite::kMlpHidden, {mlp.down_proj}});
       break;
     case MlpKind::kSparseMoe: {
@@ -152,8 +200,14 @@ std::vector<int> LayerSpec::groups_at(InputSite site) const {
 
 bool LayerSpec::has_bias(const std::string& linear) const {
   if (linear == attention.o_proj) return o_bias;
-  if (linear == attention.q_proj || linear == attention.k_proj || linear == attention.v_proj) return qkv_bias;
-  if (linear == mlp.gate_proj || linear == mlp.up_proj || linear == mlp.down_proj) return mlp_bias;
+  if (linear == attention.q_proj || linear == attention.k_proj || linear == attention.v_proj ||
+      (!attention.qkv_proj.empty() && linear == attention.qkv_proj)) {
+    return qkv_bias;
+  }
+  if (linear == mlp.gate_proj || linear == mlp.up_proj || linear == mlp.down_proj ||
+      (!mlp.gate_up_proj.empty() && linear == mlp.gate_up_proj)) {
+    return mlp_bias;
+  }
   return false;
 }
 

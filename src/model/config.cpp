@@ -1,6 +1,7 @@
 // config.json -> ModelConfig. Every error names the key and the file.
 #include "gptq/model/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -79,17 +80,14 @@ bool resolve_bias(const BiasRule& rule, const Keys& keys) {
   return false;
 }
 
-// transformers 5 writes "rope_parameters" {rope_type, rope_theta, ...};
-// transformers 4 wrote "rope_theta" and "rope_scaling" {type|rope_type, ...}.
-RopeConfig parse_rope(const json& root, const Keys& keys, int64_t max_positions) {
-  RopeConfig rope;
-  rope.theta = keys.number_or("rope_theta", 10000.0);
-  std::string block_key = keys.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  if (!keys.has(block_key)) return rope;
-  const json& block = root.at(block_key);
-  GPTQ_CHECK(block.is_object(), keys.source(), ": key '", block_key, "' must be an object or null");
-  Keys params(block, keys.source() + " (" + block_key + ")");
+// One RoPE parameter object ({rope_type|type, rope_theta, factor, ...});
+// `where` names it in errors.
+RopeConfig parse_rope_block(const json& block, const Keys& keys, const std::string& where,
+                            RopeConfig rope, int64_t max_positions) {
+  GPTQ_CHECK(block.is_object(), keys.source(), ": key '", where, "' must be an object or null");
+  Keys params(block, keys.source() + " (" + where + ")");
   rope.theta = params.number_or("rope_theta", rope.theta);
+  rope.partial_rotary_factor = params.number_or("partial_rotary_factor", rope.partial_rotary_factor);
   std::string type = params.string_or("rope_type", params.string_or("type", "default"));
   if (type == "default") return rope;
   if (type == "linear") {
@@ -97,7 +95,7 @@ RopeConfig parse_rope(const json& root, const Keys& keys, int64_t max_positions)
     rope.factor = params.number("factor");
     return rope;
   }
-  GPTQ_CHECK_SUPPORTED(type == "llama3", keys.source(), ": ", block_key, ".rope_type '", type,
+  GPTQ_CHECK_SUPPORTED(type == "llama3", keys.source(), ": ", where, ".rope_type '", type,
                        "' is not supported (supported: default, linear, llama3)");
   rope.type = RopeType::kLlama3;
   rope.factor = params.number("factor");
@@ -107,9 +105,66 @@ RopeConfig parse_rope(const json& root, const Keys& keys, int64_t max_positions)
       keys.has("original_max_position_embeddings")
           ? keys.positive("original_max_position_embeddings")
           : params.positive_or("original_max_position_embeddings", max_positions);
-  GPTQ_CHECK(rope.high_freq_factor != rope.low_freq_factor, keys.source(), ": ", block_key,
+  GPTQ_CHECK(rope.high_freq_factor != rope.low_freq_factor, keys.source(), ": ", where,
              ": high_freq_factor must differ from low_freq_factor");
   return rope;
+}
+
+// transformers 5 writes "rope_parameters" {rope_type, rope_theta, ...};
+// transformers 4 wrote "rope_theta" and "rope_scaling" {type|rope_type, ...}.
+// Per layer type (Gemma-3): "rope_parameters" {"full_attention": {...},
+// "sliding_attention": {...}}, or transformers 4's "rope_scaling" for the full
+// layers and "rope_local_base_freq" for the sliding ones.
+void parse_rope(const json& root, const Keys& keys, const ArchSpec& spec, ModelConfig& config) {
+  RopeConfig base;
+  base.theta = keys.number_or("rope_theta", 10000.0);
+  base.partial_rotary_factor = keys.number_or("partial_rotary_factor", 1.0);
+  const int64_t max_positions = config.max_position_embeddings;
+  const std::string block_key = keys.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  const bool per_type = spec.rope_per_layer_type && keys.has(block_key) && root.at(block_key).is_object() &&
+                        root.at(block_key).contains("full_attention");
+  if (per_type) {
+    const json& block = root.at(block_key);
+    config.rope = parse_rope_block(block.at("full_attention"), keys, block_key + ".full_attention", base,
+                                   max_positions);
+    GPTQ_CHECK(block.contains("sliding_attention"), keys.source(), ": key '", block_key,
+               "' has 'full_attention' but no 'sliding_attention'");
+    config.sliding_rope = parse_rope_block(block.at("sliding_attention"), keys,
+                                           block_key + ".sliding_attention", base, max_positions);
+  } else {
+    config.rope = keys.has(block_key) ? parse_rope_block(root.at(block_key), keys, block_key, base, max_positions)
+                                      : base;
+    if (spec.rope_per_layer_type) {
+      RopeConfig local = base;
+      local.theta = keys.number_or("rope_local_base_freq", 10000.0);
+      config.sliding_rope = local;
+    }
+  }
+  const double factor = config.rope.partial_rotary_factor;
+  GPTQ_CHECK(factor > 0 && factor <= 1, keys.source(), ": partial_rotary_factor must be in (0, 1], got ", factor);
+  config.rotary_dim = static_cast<int64_t>(static_cast<double>(config.head_dim) * factor);
+  GPTQ_CHECK(config.rotary_dim >= 2 && config.rotary_dim % 2 == 0, keys.source(),
+             ": head_dim x partial_rotary_factor must be an even number of dims, got ", config.rotary_dim);
+  GPTQ_CHECK(!config.sliding_rope || config.sliding_rope->partial_rotary_factor == factor, keys.source(),
+             ": full and sliding layers must rotate the same number of dims");
+}
+
+Activation parse_activation(const Keys& keys, const ArchSpec& spec) {
+  const std::string act = keys.string_or(spec.activation_key, "silu");
+  if (act == "silu" || act == "swish") return Activation::kSilu;
+  if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast") return Activation::kGeluTanh;
+  if (act == "gelu") return Activation::kGelu;
+  throw UnsupportedError(keys.source() + ": " + spec.activation_key + " '" + act +
+                         "' is not supported (silu, swish, gelu_pytorch_tanh, gelu)");
+}
+
+// A positive number under `key`, or 0 when the family has no such key or the
+// config sets it to null.
+double optional_positive(const Keys& keys, const std::string& key) {
+  if (key.empty() || !keys.has(key)) return 0;
+  const double value = keys.number(key);
+  GPTQ_CHECK(value > 0, keys.source(), ": key '", key, "' must be positive or null, got ", value);
+  return value;
 }
 
 std::vector<int64_t> parse_sliding_window(const json& root, const Keys& keys, const ArchSpec& spec,
@@ -120,8 +175,9 @@ std::vector<int64_t> parse_sliding_window(const json& root, const Keys& keys, co
     std::fill(windows.begin(), windows.end(), keys.positive("sliding_window"));
     return windows;
   }
-  // Qwen2-MoE writes "sliding_window": 0 when use_sliding_window is false.
-  if (!keys.boolean_or("use_sliding_window", false)) return windows;
+  // Qwen2-MoE writes "sliding_window": 0 when use_sliding_window is false;
+  // Gemma has no such switch (its layer types decide).
+  if (!keys.boolean_or("use_sliding_window", spec.sliding_pattern > 0)) return windows;
   int64_t window = keys.positive("sliding_window");
   if (keys.has("layer_types")) {
     const json& types = root.at("layer_types");
@@ -129,6 +185,12 @@ std::vector<int64_t> parse_sliding_window(const json& root, const Keys& keys, co
                ": key 'layer_types' must list one entry per layer (", n_layers, ")");
     for (int64_t layer = 0; layer < n_layers; ++layer) {
       if (types[layer] == "sliding_attention") windows[layer] = window;
+    }
+    return windows;
+  }
+  if (spec.sliding_pattern > 0) {
+    for (int64_t layer = 0; layer < n_layers; ++layer) {
+      if ((layer + 1) % spec.sliding_pattern != 0) windows[layer] = window;
     }
     return windows;
   }
@@ -266,10 +328,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     config.clip_qkv = keys.number("clip_qkv");
     GPTQ_CHECK(config.clip_qkv > 0, source, ": key 'clip_qkv' must be positive or null");
   }
-  std::string act = keys.string_or("hidden_act", "silu");
-  GPTQ_CHECK_SUPPORTED(act == "silu" || act == "swish", source, ": hidden_act '", act,
-                       "' is not supported (the gated MLP needs 'silu')");
-  config.rope = parse_rope(root, keys, config.max_position_embeddings);
+  const Activation activation = parse_activation(keys, spec);
+  parse_rope(root, keys, spec, config);
+  GPTQ_CHECK_SUPPORTED(!keys.boolean_or("use_bidirectional_attention", false), source,
+                       ": use_bidirectional_attention (an encoder) is not supported");
+  const double query_scalar = optional_positive(keys, spec.attention.query_scale_key);
+  const double attention_softcap = optional_positive(keys, spec.attention.softcap_key);
+  config.final_logit_softcap = optional_positive(keys, spec.final_softcap_key);
 
   config.tie_word_embeddings = keys.boolean_or("tie_word_embeddings", spec.tie_word_embeddings_default);
   const std::vector<int64_t> windows = parse_sliding_window(root, keys, spec, config.n_layers);
@@ -279,8 +344,16 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     layer_spec.index = layer;
     layer_spec.input_norm = spec.input_norm;
     layer_spec.post_attention_norm = spec.post_attention_norm;
+    layer_spec.attention_output_norm = spec.attention_output_norm;
+    layer_spec.mlp_output_norm = spec.mlp_output_norm;
     layer_spec.attention = spec.attention;
     layer_spec.mlp = spec.mlp;
+    layer_spec.mlp.activation = activation;
+    // pow(x, -0.5) as transformers writes it (1 / sqrt(x) can differ in the last bit).
+    layer_spec.attention_scale = query_scalar > 0 ? std::pow(query_scalar, -0.5) : 0.0;
+    layer_spec.attention_softcap = attention_softcap;
+    // Gemma-3: the sliding layers rotate with their own table.
+    layer_spec.rope_table = config.sliding_rope && windows[layer] > 0 ? 1 : 0;
     layer_spec.qkv_bias = resolve_bias(spec.attention.qkv_bias, keys);
     layer_spec.o_bias = resolve_bias(spec.attention.o_bias, keys);
     layer_spec.mlp_bias = resolve_bias(spec.mlp.bias, keys);

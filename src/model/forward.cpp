@@ -6,7 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <limits>
+#include <map>
 
 #include "gptq/core/error.h"
 #include "gptq/model/moe.h"
@@ -33,11 +36,11 @@ class BlockRun {
         rows_per_chunk_(rows_per_chunk) {}
 
   at::Tensor forward_rows(const at::Tensor& x) {
-    at::Tensor h = x + linear(weights_, layer_.attention.o_proj, attention_rows(attention_input(x)));
+    at::Tensor h = x + attention_output(attention_rows(attention_input(x)));
     if (layer_.is_moe()) {
       h.add_(moe_rows(mlp_input(h)));
     } else {
-      h.add_(linear(weights_, layer_.mlp.down_proj, mlp_hidden(mlp_input(h))));
+      h.add_(mlp_output(mlp_hidden(mlp_input(h))));
     }
     return h;
   }
@@ -70,8 +73,7 @@ class BlockRun {
     at::Tensor h = at::empty_like(x);
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
       at::Tensor out = rows(h, start, count);
-      at::add_out(out, rows(x, start, count),
-                  linear(weights_, layer_.attention.o_proj, rows(attended, start, count)));
+      at::add_out(out, rows(x, start, count), attention_output(rows(attended, start, count)));
     });
     attended.reset();
     normed = map_chunks(n_rows, [&](int64_t start, int64_t count) {
@@ -98,30 +100,44 @@ class BlockRun {
     if (held.defined()) normed.reset();
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
       at::Tensor act = held.defined() ? rows(held, start, count) : mlp_hidden(rows(normed, start, count));
-      rows(h, start, count).add_(linear(weights_, layer_.mlp.down_proj, act));
+      rows(h, start, count).add_(mlp_output(act));
     });
     return h;
   }
 
  private:
   at::Tensor norm(const NormSpec& spec, const at::Tensor& x) {
-    switch (spec.kind) {
-      case NormKind::kRmsNorm: return rms_norm(x, weights_.at(spec.name + ".weight"), config_.rms_norm_eps);
-    }
-    GPTQ_ASSERT(false, "unknown norm kind");
-    return {};
+    return apply_norm(spec.kind, x, weights_.at(spec.name + ".weight"), config_.rms_norm_eps);
   }
   at::Tensor attention_input(const at::Tensor& x) { return norm(layer_.input_norm, x); }
   at::Tensor mlp_input(const at::Tensor& h) { return norm(layer_.post_attention_norm, h); }
-  // act(gate(normed)) * up(normed), written into `out` when given (a slice
-  // of the held activation, so holding costs no extra copy); gate's output is
-  // dropped before up's exists, so a chunk peaks at two [rows, T, inter] tensors.
+  // o_proj(attended), then Gemma's post-attention norm (before the residual add).
+  at::Tensor attention_output(const at::Tensor& attended) {
+    at::Tensor out = linear(weights_, layer_.attention.o_proj, attended);
+    return layer_.attention_output_norm.present() ? norm(layer_.attention_output_norm, out) : out;
+  }
+  // down_proj(act), then Gemma's post-feedforward norm.
+  at::Tensor mlp_output(const at::Tensor& act) {
+    at::Tensor out = linear(weights_, layer_.mlp.down_proj, act);
+    return layer_.mlp_output_norm.present() ? norm(layer_.mlp_output_norm, out) : out;
+  }
+  // act(gate(normed)) * up(normed), computed in `out` when given (a slice of
+  // the held activation); gate's own output is dropped before up's exists, so
+  // a chunk peaks at two [rows, T, inter] tensors. A fused gate_up linear
+  // (Phi-3) makes both halves at once: [rows, T, 2 inter].
   at::Tensor mlp_hidden(const at::Tensor& normed, at::Tensor out = {}) {
     const MlpSpec& mlp = layer_.mlp;
-    GPTQ_ASSERT(mlp.kind == MlpKind::kDenseGated && mlp.activation == Activation::kSilu);
+    GPTQ_ASSERT(mlp.kind == MlpKind::kDenseGated);
+    if (!mlp.gate_up_proj.empty()) {
+      const int64_t width = layer_.intermediate_size;
+      const at::Tensor fused = linear(weights_, mlp.gate_up_proj, normed);
+      at::Tensor gate = fused.narrow(-1, 0, width);
+      at::Tensor gated = out.defined() ? out.copy_(gate) : gate.clone();
+      return activate_(mlp.activation, gated).mul_(fused.narrow(-1, width, width));
+    }
     at::Tensor gate = linear(weights_, mlp.gate_proj, normed);
-    at::Tensor gated = out.defined() ? at::silu_out(out, gate) : at::silu_(gate);
-    gate.reset();
+    if (out.defined()) gate = out.copy_(gate);
+    at::Tensor& gated = activate_(mlp.activation, gate);
     return gated.mul_(linear(weights_, mlp.up_proj, normed));
   }
 
@@ -163,17 +179,37 @@ class BlockRun {
 
   // finish_group for each of `group_indices`, in order, checking that the
   // observer kept every weight's shape.
+  // The routed experts' groups among them are finished together
+  // (GroupObserver::finish_independent_groups), after the others.
   void finish_groups(const std::vector<int>& group_indices, GroupObserver& observer) {
+    std::map<std::string, std::vector<int64_t>> shapes;
+    std::vector<int> experts;
+    std::vector<std::vector<std::string>> expert_names;
     for (int group_idx : group_indices) {
-      const auto& names = layer_.groups[group_idx].linears;
-      std::vector<std::vector<int64_t>> shapes;
-      for (const auto& name : names) shapes.push_back(weights_.at(name + ".weight").sizes().vec());
-      observer.finish_group(group_idx, names, weights_);
-      for (size_t idx = 0; idx < names.size(); ++idx) {
-        GPTQ_CHECK(weights_.at(names[idx] + ".weight").sizes().vec() == shapes[idx],
-                   "observer replaced '", names[idx], ".weight' with a tensor of another shape");
+      const LinearGroup& group = layer_.groups[group_idx];
+      for (const auto& name : group.linears) shapes[name] = weights_.at(name + ".weight").sizes().vec();
+      if (group.expert >= 0) {
+        experts.push_back(group_idx);
+        expert_names.push_back(group.linears);
+      } else {
+        observer.finish_group(group_idx, group.linears, weights_);
       }
     }
+    if (!experts.empty()) observer.finish_independent_groups(experts, expert_names, experts_label(experts), weights_);
+    for (const auto& [name, shape] : shapes) {
+      GPTQ_CHECK(weights_.at(name + ".weight").sizes().vec() == shape, "observer replaced '", name,
+                 ".weight' with a tensor of another shape");
+    }
+  }
+
+  // "mlp.experts.0-7 gate_proj/up_proj" for expert groups of consecutive experts.
+  std::string experts_label(const std::vector<int>& group_indices) const {
+    const LinearGroup& first = layer_.groups[group_indices.front()];
+    const LinearGroup& last = layer_.groups[group_indices.back()];
+    std::string roles;
+    const std::string prefix = layer_.expert_linear(first.expert, "");
+    for (const auto& name : first.linears) roles += (roles.empty() ? "" : "/") + name.substr(prefix.size());
+    return layer_.moe.experts + std::to_string(first.expert) + "-" + std::to_string(last.expert) + " " + roles;
   }
 
   // ---- sparse MLP -------------------------------------------------------
@@ -211,13 +247,14 @@ class BlockRun {
 
   at::Tensor expert_hidden(int expert, const at::Tensor& x) {
     return gated_hidden(weights_, layer_.expert_linear(expert, layer_.moe.gate),
-                        layer_.expert_linear(expert, layer_.moe.up), x);
+                        layer_.expert_linear(expert, layer_.moe.up), x, layer_.mlp.activation);
   }
   at::Tensor expert_output(int expert, const at::Tensor& x) {
     return linear(weights_, layer_.expert_linear(expert, layer_.moe.down), expert_hidden(expert, x));
   }
   at::Tensor shared_hidden(const at::Tensor& x) {
-    return gated_hidden(weights_, layer_.shared_linear(layer_.moe.gate), layer_.shared_linear(layer_.moe.up), x);
+    return gated_hidden(weights_, layer_.shared_linear(layer_.moe.gate), layer_.shared_linear(layer_.moe.up), x,
+                        layer_.mlp.activation);
   }
   // sigmoid(shared_expert_gate(x)) * shared_expert(x), x [n, H].
   at::Tensor shared_output(const at::Tensor& x) {
@@ -301,14 +338,30 @@ class BlockRun {
     h.add_(out.view(h.sizes()));
   }
 
-  // linear(x) -> (optional norm, optional clamp) -> [B, heads, T, head_dim].
-  at::Tensor project_heads(const std::string& linear_name, const at::Tensor& x, int64_t n_heads,
-                           const NormSpec* head_norm) {
+  // q, k and v projections of x [B, T, H]: three linears, or views of one
+  // fused [q | k | v] output (Phi-3).
+  std::array<at::Tensor, 3> qkv_projections(const at::Tensor& x) {
     const AttentionSpec& attention = layer_.attention;
-    at::Tensor out = linear(weights_, linear_name, x);
+    if (attention.qkv_proj.empty()) {
+      return {linear(weights_, attention.q_proj, x), linear(weights_, attention.k_proj, x),
+              linear(weights_, attention.v_proj, x)};
+    }
+    const int64_t q_width = config_.n_heads * config_.head_dim;
+    const int64_t kv_width = config_.n_kv_heads * config_.head_dim;
+    const at::Tensor fused = linear(weights_, attention.qkv_proj, x);
+    return {fused.narrow(-1, 0, q_width), fused.narrow(-1, q_width, kv_width),
+            fused.narrow(-1, q_width + kv_width, kv_width)};
+  }
+
+  // projection [B, T, heads * head_dim] -> (optional norm, optional clamp) -> [B, heads, T, head_dim].
+  at::Tensor project_heads(at::Tensor out, int64_t n_heads, const NormSpec* head_norm) {
+    const AttentionSpec& attention = layer_.attention;
+    const int64_t n_rows = out.size(0);
+    const int64_t n_tokens = out.size(1);
     if (head_norm != nullptr && attention.qk_norm == QkNorm::kWholeProjection) out = norm(*head_norm, out);
+    // In place: `out` is this projection's own tensor (or its view of the fused one).
     if (layer_.clip_qkv > 0) out.clamp_(-layer_.clip_qkv, layer_.clip_qkv);
-    out = out.view({x.size(0), x.size(1), n_heads, config_.head_dim});
+    out = out.reshape({n_rows, n_tokens, n_heads, config_.head_dim});
     if (head_norm != nullptr && attention.qk_norm == QkNorm::kPerHead) out = norm(*head_norm, out);
     return out.transpose(1, 2);
   }
@@ -322,19 +375,23 @@ class BlockRun {
     const AttentionSpec& attention = layer_.attention;
     GPTQ_ASSERT(attention.kind == AttentionKind::kRopeCausalGqa);
     const bool qk_norm = attention.qk_norm != QkNorm::kNone;
-    at::Tensor q = project_heads(attention.q_proj, x, config_.n_heads, qk_norm ? &attention.q_norm : nullptr);
-    at::Tensor k = project_heads(attention.k_proj, x, config_.n_kv_heads, qk_norm ? &attention.k_norm : nullptr);
-    at::Tensor v = project_heads(attention.v_proj, x, config_.n_kv_heads, nullptr);
-    at::Tensor cos = rope_.cos().narrow(0, 0, n_tokens);
-    at::Tensor sin = rope_.sin().narrow(0, 0, n_tokens);
+    auto [q_lin, k_lin, v_lin] = qkv_projections(x);
+    at::Tensor q = project_heads(std::move(q_lin), config_.n_heads, qk_norm ? &attention.q_norm : nullptr);
+    at::Tensor k = project_heads(std::move(k_lin), config_.n_kv_heads, qk_norm ? &attention.k_norm : nullptr);
+    at::Tensor v = project_heads(std::move(v_lin), config_.n_kv_heads, nullptr);
+    at::Tensor cos = rope_.cos(layer_.rope_table).narrow(0, 0, n_tokens);
+    at::Tensor sin = rope_.sin(layer_.rope_table).narrow(0, 0, n_tokens);
     q = apply_rotary(q, cos, sin);
     k = apply_rotary(k, cos, sin);
 
-    const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+    const double scale = layer_.attention_scale > 0 ? layer_.attention_scale
+                                                    : std::pow(static_cast<double>(config_.head_dim), -0.5);
     const int64_t n_rep = config_.n_heads / config_.n_kv_heads;
     const int64_t window = layer_.sliding_window;
     at::Tensor out;
-    if (window == 0 || n_tokens <= window) {
+    if (layer_.attention_softcap > 0) {
+      out = softcapped_attention(q, k, v, scale, window);
+    } else if (window == 0 || n_tokens <= window) {
       out = at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, /*is_causal=*/true, scale,
                                              /*enable_gqa=*/n_rep > 1);
     } else {
@@ -349,6 +406,32 @@ class BlockRun {
       out = at::scaled_dot_product_attention(q, repeat(k), repeat(v), mask, 0.0, false, scale);
     }
     return out.transpose(1, 2).reshape({n_rows, n_tokens, config_.n_heads * config_.head_dim});
+  }
+
+  // Gemma-2's eager attention, op for op (sdpa has no soft-cap):
+  // softmax_fp32(cap * tanh(q k^T * scale / cap) + mask) v, in the compute dtype.
+  at::Tensor softcapped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                  int64_t window) {
+    const int64_t n_rows = q.size(0);
+    const int64_t n_tokens = q.size(2);
+    const int64_t n_rep = config_.n_heads / config_.n_kv_heads;
+    auto repeat = [&](const at::Tensor& t) {
+      return t.unsqueeze(2).expand({n_rows, config_.n_kv_heads, n_rep, n_tokens, config_.head_dim})
+          .reshape({n_rows, config_.n_heads, n_tokens, config_.head_dim});
+    };
+    // Out-of-place scalar ops on purpose: in-place mul_(Scalar) rounds the
+    // scalar to bf16 first, transformers' `t * scale` does not.
+    const double cap = layer_.attention_softcap;
+    at::Tensor scores = at::mul(at::matmul(q, repeat(k).transpose(2, 3)), scale);
+    scores = at::mul(at::tanh(at::div(scores, cap)), cap);
+    at::Tensor positions = at::arange(n_tokens, at::TensorOptions().device(q.device()).dtype(at::kLong));
+    at::Tensor offset = positions.unsqueeze(1) - positions.unsqueeze(0);
+    at::Tensor hidden_keys = offset.lt(0);
+    if (window > 0) hidden_keys = hidden_keys.logical_or(offset.ge(window));
+    scores.masked_fill_(hidden_keys, -std::numeric_limits<double>::infinity());
+    at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    scores.reset();
+    return at::matmul(probs, repeat(v));
   }
 
   const ModelConfig& config_;
@@ -399,12 +482,27 @@ at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
 RotaryCache::RotaryCache(const ModelConfig& config, int64_t max_positions, c10::ScalarType dtype,
                          c10::Device device)
     : max_positions_(max_positions) {
-  at::Tensor inv_freq = rope_inv_freq(config.rope, config.head_dim).to(device);
+  std::vector<RopeConfig> ropes = {config.rope};
+  if (config.sliding_rope) ropes.push_back(*config.sliding_rope);
+  const int64_t rotary_dim = config.rotary_dim > 0 ? config.rotary_dim : config.head_dim;
   at::Tensor positions = at::arange(max_positions, at::TensorOptions().device(device).dtype(at::kLong)).to(at::kFloat);
-  at::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
-  cos_ = emb.cos().to(dtype);
-  sin_ = emb.sin().to(dtype);
+  for (const RopeConfig& rope : ropes) {
+    at::Tensor inv_freq = rope_inv_freq(rope, rotary_dim).to(device);
+    at::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    cos_.push_back(emb.cos().to(dtype));
+    sin_.push_back(emb.sin().to(dtype));
+  }
+}
+
+const at::Tensor& RotaryCache::cos(int table) const {
+  GPTQ_ASSERT(table >= 0 && table < static_cast<int>(cos_.size()), "no rotary table ", table);
+  return cos_[table];
+}
+
+const at::Tensor& RotaryCache::sin(int table) const {
+  GPTQ_ASSERT(table >= 0 && table < static_cast<int>(sin_.size()), "no rotary table ", table);
+  return sin_[table];
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -414,7 +512,29 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * x32.to(x.scalar_type());
 }
 
+at::Tensor rms_norm_plus_one(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
+  x32 = x32 * at::rsqrt(variance + eps);
+  return (x32 * (1.0 + weight.to(at::kFloat))).to(x.scalar_type());
+}
+
+at::Tensor apply_norm(NormKind kind, const at::Tensor& x, const at::Tensor& weight, double eps) {
+  switch (kind) {
+    case NormKind::kRmsNorm: return rms_norm(x, weight, eps);
+    case NormKind::kRmsNormPlusOne: return rms_norm_plus_one(x, weight, eps);
+  }
+  GPTQ_ASSERT(false, "unknown norm kind");
+  return {};
+}
+
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rotary_dim = cos.size(-1);
+  if (rotary_dim < x.size(-1)) {
+    // Partial rotary: the first rotary_dim dims rotate, the rest pass through.
+    const at::Tensor rotated = apply_rotary(x.narrow(-1, 0, rotary_dim), cos, sin);
+    return at::cat({rotated, x.narrow(-1, rotary_dim, x.size(-1) - rotary_dim)}, -1);
+  }
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
@@ -445,13 +565,22 @@ at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const
   return at::cat(parts, 0);
 }
 
-at::Tensor embed(const at::Tensor& embedding, const at::Tensor& ids) {
-  return at::embedding(embedding, ids.to(embedding.device(), at::kLong));
+at::Tensor embed(const ModelConfig& config, const at::Tensor& embedding, const at::Tensor& ids) {
+  at::Tensor hidden = at::embedding(embedding, ids.to(embedding.device(), at::kLong));
+  if (!config.arch.scale_embeddings) return hidden;
+  // transformers rounds the scale to the weights' dtype before multiplying.
+  const at::Tensor scale = at::scalar_tensor(std::pow(static_cast<double>(config.hidden_size), 0.5),
+                                             embedding.options().device(at::kCPU)).to(embedding.scalar_type());
+  return hidden.mul_(scale.item());
 }
 
 at::Tensor final_norm_and_logits(const ModelConfig& config, const HeadWeights& head,
                                  const at::Tensor& hidden) {
-  return at::linear(rms_norm(hidden, head.final_norm, config.rms_norm_eps), head.lm_head);
+  at::Tensor logits =
+      at::linear(apply_norm(config.arch.final_norm_kind, hidden, head.final_norm, config.rms_norm_eps), head.lm_head);
+  if (config.final_logit_softcap <= 0) return logits;
+  const double cap = config.final_logit_softcap;
+  return at::mul(at::tanh(at::div(logits, cap)), cap);  // out of place: see softcapped_attention
 }
 
 }  // namespace gptq::model

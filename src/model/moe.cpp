@@ -1,4 +1,4 @@
-// Router and grouping of tokens by expert (see moe.h for the math).
+// Router, grouping of tokens by expert, and the gated MLP pieces (see moe.h for the math).
 #include "gptq/model/moe.h"
 
 #include <ATen/ATen.h>
@@ -43,10 +43,20 @@ ExpertRouting route_tokens(const LayerSpec& layer, const BlockWeights& weights, 
 }
 
 at::Tensor gated_hidden(const BlockWeights& weights, const std::string& gate, const std::string& up,
-                        const at::Tensor& x) {
+                        const at::Tensor& x, Activation activation) {
   at::Tensor hidden = at::linear(x, weights.at(gate + ".weight"));
-  at::silu_(hidden);
+  activate_(activation, hidden);
   return hidden.mul_(at::linear(x, weights.at(up + ".weight")));
+}
+
+at::Tensor& activate_(Activation activation, at::Tensor& gate) {
+  switch (activation) {
+    case Activation::kSilu: return at::silu_(gate);
+    case Activation::kGeluTanh: return gate.copy_(at::gelu(gate, "tanh"));
+    case Activation::kGelu: return gate.copy_(at::gelu(gate));
+  }
+  GPTQ_ASSERT(false, "unknown activation");
+  return gate;
 }
 
 at::Tensor scale_by_routing(const at::Tensor& y, const at::Tensor& routing_weights) {

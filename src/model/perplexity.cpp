@@ -37,7 +37,7 @@ at::Tensor run_decoder(const ModelConfig& config, const WeightSource& source, co
   at::Tensor hidden;
   {
     at::Tensor embedding = load_embedding(source, config, options.dtype, options.device);
-    hidden = embed(embedding, ids);
+    hidden = embed(config, embedding, ids);
   }
   RotaryCache rope(config, ids.size(1), options.dtype, options.device);
   for (int layer = 0; layer < config.n_layers; ++layer) {

@@ -32,6 +32,10 @@ std::vector<int64_t> linear_shape(const ModelConfig& config, const LayerSpec& la
   const int64_t kv_out = config.n_kv_heads * config.head_dim;
   const AttentionSpec& attention = layer.attention;
   const MlpSpec& mlp = layer.mlp;
+  if (!attention.qkv_proj.empty() && linear == attention.qkv_proj) return {q_out + 2 * kv_out, config.hidden_size};
+  if (!mlp.gate_up_proj.empty() && linear == mlp.gate_up_proj) {
+    return {2 * layer.intermediate_size, config.hidden_size};
+  }
   if (linear == attention.q_proj) return {q_out, config.hidden_size};
   if (linear == attention.k_proj || linear == attention.v_proj) return {kv_out, config.hidden_size};
   if (linear == attention.o_proj) return {config.hidden_size, q_out};
@@ -111,6 +115,9 @@ BlockWeights load_block(const WeightSource& source, const ModelConfig& config, i
   };
   add(spec.input_norm.name + ".weight", {config.hidden_size});
   add(spec.post_attention_norm.name + ".weight", {config.hidden_size});
+  for (const NormSpec* output_norm : {&spec.attention_output_norm, &spec.mlp_output_norm}) {
+    if (output_norm->present()) add(output_norm->name + ".weight", {config.hidden_size});
+  }
   switch (spec.attention.qk_norm) {
     case QkNorm::kNone: break;
     case QkNorm::kPerHead:

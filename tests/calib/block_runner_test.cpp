@@ -122,8 +122,12 @@ at::Tensor staged_reference(const model::ModelConfig& config, model::BlockWeight
 
 struct Collected {
   std::map<std::string, LinearResult> results;
+  std::vector<std::string> order;  // names as they reached the sink
   LinearSink sink() {
-    return [this](LinearResult&& result) { results[result.name] = std::move(result); };
+    return [this](LinearResult&& result) {
+      order.push_back(result.name);
+      results[result.name] = std::move(result);
+    };
   }
 };
 
@@ -456,6 +460,24 @@ TEST(BlockRunnerMoe, SinglePassEqualsStagedPaperProcedure) {
   }
   // Every token went to exactly top_k experts.
   EXPECT_EQ(routed_sum, layer.top_k * 6 * 24);
+  // The experts of a site are solved as one batch (concurrently on CPU) and
+  // reach the sink in expert order, labelled for one grouped log line.
+  std::vector<std::string> gate_up_order;
+  for (const auto& name : single_results.order) {
+    if (name.starts_with(layer.moe.experts) && !name.ends_with(".down_proj")) gate_up_order.push_back(name);
+  }
+  std::vector<std::string> expected_order;
+  for (int expert = 0; expert < layer.n_experts; ++expert) {
+    expected_order.push_back(layer.expert_linear(expert, "gate_proj"));
+    expected_order.push_back(layer.expert_linear(expert, "up_proj"));
+  }
+  EXPECT_EQ(gate_up_order, expected_order);
+  const LinearResult& last_down = single_results.results.at(layer.expert_linear(layer.n_experts - 1, "down_proj"));
+  EXPECT_EQ(last_down.batch, "mlp.experts.0-5 down_proj");
+  EXPECT_EQ(last_down.batch_remaining, 0);
+  EXPECT_EQ(single_results.results.at(layer.expert_linear(0, "gate_proj")).batch_remaining, 2 * 6 - 1);
+  EXPECT_EQ(single_results.results.at(layer.expert_linear(0, "gate_proj")).batch, "mlp.experts.0-5 gate_proj/up_proj");
+  EXPECT_TRUE(single_results.results.at("mlp.shared_expert.gate_proj").batch.empty());
   EXPECT_TRUE(at::allclose(single_out, staged_out, kFp32Tol, kFp32Tol))
       << (single_out - staged_out).abs().max().item<double>();
   model::BlockWeights fp = clone(original);

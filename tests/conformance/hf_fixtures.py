@@ -15,6 +15,11 @@ Variants (``VARIANTS``): each stresses one feature of the block forward.
   mistral      sliding_window=16 (shorter than the test sequences), 6/2 heads
   qwen2        q/k/v bias, tied embeddings
   qwen3        q/k RMSNorm per head, head_dim 32 != hidden/heads
+  phi3         fused qkv_proj and gate_up_proj, partial rotary (0.5 of head_dim), sliding_window 16
+  gemma2       (1+w) norms, sandwich norms, GeGLU-tanh, attention and logit soft-capping
+               (low caps so they bite), query_pre_attn_scalar 24, sliding layer 0 (window 16), untied head
+  gemma3       gemma2 without soft-caps, (1+w) q/k norms per head, sliding layers 0-2 with
+               their own RoPE theta, full layer 3 with linear RoPE scaling, tied head
 MoE (8 experts, top-2 unless noted; expert width 48 != dense width 160):
   mixtral      block_sparse_moe.experts.N.w1/w2/w3, always renormalised top-k, sliding window 16
   qwen2-moe    shared expert with sigmoid gate, layer 1 dense (mlp_only_layers), tied embeddings
@@ -50,6 +55,17 @@ VARIANTS = {
         "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2, "sliding_window": 16}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {
+        "sliding_window": 16, "pad_token_id": 0, "eos_token_id": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {
+        "head_dim": 24, "query_pre_attn_scalar": 24, "sliding_window": 16, "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 3.0, "tie_word_embeddings": False}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {
+        "head_dim": 24, "query_pre_attn_scalar": 20, "sliding_window": 16, "num_hidden_layers": 4,
+        "sliding_window_pattern": 4, "tie_word_embeddings": True,
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0}}}),
     "mixtral": ("MixtralConfig", "MixtralForCausalLM", {
         "intermediate_size": 48, "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 16}),
     "qwen2-moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", {
@@ -93,10 +109,12 @@ def make_tiny_model(arch: str, out_dir, dtype: str = "float32", seed: int = 0, *
 
 
 def load_hf_model(model_dir, dtype: str | None = None):
-    """AutoModelForCausalLM on CPU in `dtype` (default: the checkpoint's), sdpa attention."""
-    from transformers import AutoModelForCausalLM
+    """AutoModelForCausalLM on CPU in `dtype` (default: the checkpoint's), sdpa attention
+    (eager for Gemma-2, whose soft-capped attention sdpa cannot run)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    kwargs = {"attn_implementation": "sdpa"}
+    model_type = AutoConfig.from_pretrained(str(model_dir)).model_type
+    kwargs = {"attn_implementation": "eager" if model_type == "gemma2" else "sdpa"}
     kwargs["dtype"] = DTYPES[dtype] if dtype else "auto"
     return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs).eval()
 

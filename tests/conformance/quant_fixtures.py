@@ -1,16 +1,20 @@
 """Helpers for the quantize conformance tests: run `gptq-quant quantize/rtn`,
 read a GPTQ v1 checkpoint back into float weights (an independent unpacker
-written from the format description), train a tiny Llama briefly, and score
-perplexity with transformers on any set of weights."""
+written from the format description), train a tiny Llama briefly, score
+perplexity with transformers on any set of weights, and load a checkpoint in
+GPTQModel (in a fresh interpreter)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from hf_fixtures import hf_perplexity, load_hf_model
 from model_driver import run_cli, shared_data
@@ -125,3 +129,40 @@ def train_tiny_llama(out_dir, ids, steps=300, seed=0, hidden=64, intermediate=12
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
         shutil.copy(source / name, out_dir / name)
     return out_dir
+
+
+def save_word_tokenizer(model_dir: Path, vocab: int) -> None:
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    words = models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0")
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(words), unk_token="t0").save_pretrained(model_dir)
+
+
+def gptqmodel_logits(model_dir: Path, ids_file: Path, out_file: Path) -> np.ndarray:
+    """GPTQModel.load(backend="torch", fp16) logits, in a fresh interpreter:
+    GPTQModel swaps transformers' fused MoE blocks for per-expert linears when
+    imported, and a process that already built a MoE model from transformers
+    (the fixture) loads some experts uninitialized (NaN logits, seen here)."""
+    script = (
+        "import json, sys, numpy, torch\n"
+        "from gptqmodel import GPTQModel\n"
+        "model = GPTQModel.load(sys.argv[1], device='cpu', backend='torch', dtype=torch.float16)\n"
+        "ids = torch.tensor(json.load(open(sys.argv[2])))\n"
+        "with torch.no_grad():\n"
+        "    numpy.save(sys.argv[3], model.model(input_ids=ids).logits.float().numpy())\n")
+    env = dict(os.environ, GPTQMODEL_CPU_WORKERS=os.environ.get("GPTQMODEL_CPU_WORKERS", "2"))
+    proc = subprocess.run([sys.executable, "-c", script, str(model_dir), str(ids_file), str(out_file)],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return np.load(out_file)
+
+
+def write_dequantized(model_dir: Path, quantized: Path, dest: Path) -> Path:
+    """The GPTQ checkpoint's weights, dequantized, as a plain checkpoint with
+    the source's config (transformers fuses MoE per-expert tensors on load)."""
+    dest.mkdir()
+    shutil.copy(model_dir / "config.json", dest / "config.json")
+    state = {name: tensor.contiguous() for name, tensor in dequantize_checkpoint(quantized).items()}
+    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest

@@ -1,6 +1,7 @@
 """Our block-by-block forward gives transformers' logits for every supported
-architecture (tiny random checkpoints made by transformers, the MoE families
-included) and for the real trained stories260K model."""
+architecture (tiny random checkpoints made by transformers: the dense
+families, Phi-3's fused linears, Gemma-2/3's norms, soft-caps and per-layer
+RoPE, the MoE families) and for the real trained stories260K model."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ BF16_LOGIT_TOL = 8 * 2.0 ** -8
 
 CASES = [("llama", "float32"), ("llama", "bfloat16"), ("llama-tied", "float32"),
          ("llama3", "float32"), ("llama3", "bfloat16"), ("mistral", "float32"),
-         ("qwen2", "float32"), ("qwen2", "bfloat16"), ("qwen3", "float32"), ("qwen3", "bfloat16")]
+         ("qwen2", "float32"), ("qwen2", "bfloat16"), ("qwen3", "float32"), ("qwen3", "bfloat16"),
+         ("phi3", "float32"), ("phi3", "bfloat16"), ("gemma2", "float32"), ("gemma2", "bfloat16"),
+         ("gemma3", "float32"), ("gemma3", "bfloat16")]
 # MoE: bf16 too, where a routing flip (a tie broken differently after one
 # differently rounded op) would show up as a large logit error.
 CASES += [(arch, dtype) for arch in MOE_VARIANTS for dtype in ("float32", "bfloat16")]

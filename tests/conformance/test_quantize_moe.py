@@ -14,20 +14,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from hf_fixtures import MOE_VARIANTS, hf_perplexity, make_tiny_model, random_ids, write_ids
 from model_driver import our_logits, our_ppl, shared_data
-from quant_fixtures import dequantize_checkpoint, encode, quantize, windows
+from quant_fixtures import (encode, gptqmodel_logits, quantize, save_word_tokenizer, windows,
+                            write_dequantized)
 
 PPL_REL_TOL = 1e-3
 N_SAMPLES, SEQLEN = 16, 64
@@ -36,16 +33,6 @@ N_TOKENS = N_SAMPLES * SEQLEN
 
 def calib_file(tmp_path, vocab=320) -> Path:
     return write_ids(tmp_path / "calib.json", random_ids(N_SAMPLES, SEQLEN, vocab, seed=4))
-
-
-def write_dequantized(model_dir: Path, quantized: Path, dest: Path) -> Path:
-    """The GPTQ checkpoint's weights, dequantized, as a plain checkpoint with
-    the source's config (transformers fuses the per-expert tensors on load)."""
-    dest.mkdir()
-    shutil.copy(model_dir / "config.json", dest / "config.json")
-    state = {name: tensor.contiguous() for name, tensor in dequantize_checkpoint(quantized).items()}
-    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
-    return dest
 
 
 def sparse_layers(report: dict) -> dict[int, list[dict]]:
@@ -125,14 +112,6 @@ def test_all_tokens_mode_and_too_few_routed_fallback(tmp_path):
             assert f"{expert}.gate_proj" in proc.stderr and f"{expert}.up_proj" in proc.stderr, expert
 
 
-def save_word_tokenizer(model_dir: Path, vocab: int) -> None:
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    words = models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0")
-    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(words), unk_token="t0").save_pretrained(model_dir)
-
-
 # Not Mixtral: we keep the checkpoint's names (block_sparse_moe.experts.N.w1,
 # what vLLM and the published Mixtral GPTQ checkpoints use), while GPTQModel
 # 7.7 on transformers 5 looks for its defused mlp.experts.N.gate_proj.
@@ -162,25 +141,6 @@ def test_gptqmodel_loads_moe_output(arch, tmp_path):
     per_position = np.abs(ours - theirs).max(-1) / np.abs(theirs).max()
     assert np.median(per_position) < 5e-3, np.median(per_position)
     assert (per_position < 2e-2).mean() >= 0.95, np.sort(per_position)[-8:]
-
-
-def gptqmodel_logits(model_dir: Path, ids_file: Path, out_file: Path) -> np.ndarray:
-    """GPTQModel.load(backend="torch", fp16) logits, in a fresh interpreter:
-    GPTQModel swaps transformers' fused MoE blocks for per-expert linears when
-    imported, and a process that already built a MoE model from transformers
-    (the fixture) loads some experts uninitialized (NaN logits, seen here)."""
-    script = (
-        "import json, sys, numpy, torch\n"
-        "from gptqmodel import GPTQModel\n"
-        "model = GPTQModel.load(sys.argv[1], device='cpu', backend='torch', dtype=torch.float16)\n"
-        "ids = torch.tensor(json.load(open(sys.argv[2])))\n"
-        "with torch.no_grad():\n"
-        "    numpy.save(sys.argv[3], model.model(input_ids=ids).logits.float().numpy())\n")
-    env = dict(os.environ, GPTQMODEL_CPU_WORKERS=os.environ.get("GPTQMODEL_CPU_WORKERS", "2"))
-    proc = subprocess.run([sys.executable, "-c", script, str(model_dir), str(ids_file), str(out_file)],
-                          capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return np.load(out_file)
 
 
 def train_tiny_qwen3_moe(out_dir: Path, ids, steps=300, seed=0) -> Path:

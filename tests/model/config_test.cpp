@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "gptq/core/error.h"
@@ -103,8 +105,8 @@ TEST(ModelConfig, UnsupportedArchitectureListsSupported) {
 
 TEST(ModelConfig, UnsupportedActivationAndRope) {
   auto json = llama_json();
-  json["hidden_act"] = "gelu";
-  EXPECT_NE(error_of<UnsupportedError>(json).find("hidden_act 'gelu'"), std::string::npos);
+  json["hidden_act"] = "relu";
+  EXPECT_NE(error_of<UnsupportedError>(json).find("hidden_act 'relu'"), std::string::npos);
   json = llama_json();
   json["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
   EXPECT_NE(error_of<UnsupportedError>(json).find("'yarn'"), std::string::npos);
@@ -173,6 +175,86 @@ TEST(ModelConfig, FamiliesResolveBiasNormAndWindowsFromTheTable) {
   EXPECT_TRUE(config.layer(1).qkv_bias && config.layer(1).o_bias && config.layer(1).mlp_bias &&
               config.tie_word_embeddings);
   EXPECT_EQ(config.torch_dtype, c10::kHalf);
+}
+
+TEST(ModelConfig, Phi3KeepsItsFusedLinearsAndRotatesPartOfEachHead) {
+  auto phi3 = llama_json();
+  phi3["architectures"] = {"Phi3ForCausalLM"};
+  phi3["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.5}};
+  phi3["sliding_window"] = 16;
+  ModelConfig config = parse(phi3);
+  const LayerSpec& layer = config.layer(1);
+  ASSERT_EQ(layer.groups.size(), 4u);
+  EXPECT_EQ(layer.groups[0].linears, std::vector<std::string>({"self_attn.qkv_proj"}));
+  EXPECT_EQ(layer.groups[2].linears, std::vector<std::string>({"mlp.gate_up_proj"}));
+  EXPECT_EQ(layer.groups[3].linears, std::vector<std::string>({"mlp.down_proj"}));
+  EXPECT_EQ(config.rotary_dim, 8);  // head_dim 16 x 0.5
+  EXPECT_EQ(windows(config), std::vector<int64_t>({16, 16}));
+
+  phi3["rope_parameters"]["partial_rotary_factor"] = 0.3125;  // 5 dims: no rotate_half pairs
+  EXPECT_NE(error_of<InputError>(phi3).find("even number of dims"), std::string::npos);
+}
+
+TEST(ModelConfig, GemmaNormsSoftCapsScalesAndPerLayerRope) {
+  auto gemma2 = llama_json();
+  gemma2["architectures"] = {"Gemma2ForCausalLM"};
+  gemma2["hidden_activation"] = "gelu_pytorch_tanh";
+  gemma2["head_dim"] = 24;
+  gemma2["query_pre_attn_scalar"] = 24;
+  gemma2["attn_logit_softcapping"] = 50.0;
+  gemma2["final_logit_softcapping"] = 30.0;
+  gemma2["sliding_window"] = 16;  // no layer_types: every second layer is full
+  ModelConfig config = parse(gemma2);
+  EXPECT_TRUE(config.tie_word_embeddings);  // Gemma's default
+  EXPECT_TRUE(config.arch.scale_embeddings);
+  EXPECT_DOUBLE_EQ(config.final_logit_softcap, 30.0);
+  EXPECT_EQ(windows(config), std::vector<int64_t>({16, 0}));
+  const LayerSpec& layer = config.layer(0);
+  EXPECT_EQ(layer.mlp.activation, Activation::kGeluTanh);
+  EXPECT_DOUBLE_EQ(layer.attention_softcap, 50.0);
+  EXPECT_DOUBLE_EQ(layer.attention_scale, std::pow(24.0, -0.5));
+  EXPECT_EQ(layer.input_norm.kind, NormKind::kRmsNormPlusOne);
+  EXPECT_EQ(layer.post_attention_norm.name, "pre_feedforward_layernorm");
+  EXPECT_EQ(layer.attention_output_norm.name, "post_attention_layernorm");
+  EXPECT_EQ(layer.mlp_output_norm.name, "post_feedforward_layernorm");
+  EXPECT_FALSE(config.sliding_rope.has_value());
+
+  gemma2["attn_logit_softcapping"] = nullptr;
+  gemma2["final_logit_softcapping"] = nullptr;
+  config = parse(gemma2);
+  EXPECT_EQ(config.layer(0).attention_softcap, 0.0);
+  EXPECT_EQ(config.final_logit_softcap, 0.0);
+  gemma2["use_bidirectional_attention"] = true;
+  EXPECT_NE(error_of<UnsupportedError>(gemma2).find("use_bidirectional_attention"), std::string::npos);
+
+  auto gemma3 = llama_json();
+  gemma3["architectures"] = {"Gemma3ForCausalLM"};
+  gemma3["hidden_activation"] = "gelu_pytorch_tanh";
+  gemma3["num_hidden_layers"] = 3;
+  gemma3["sliding_window"] = 16;
+  gemma3["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention"};
+  gemma3["rope_parameters"] = {
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}},
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1000000.0}}}};
+  config = parse(gemma3);
+  EXPECT_EQ(config.layer(0).attention.qk_norm, QkNorm::kPerHead);
+  EXPECT_EQ(config.layer(0).attention.q_norm.kind, NormKind::kRmsNormPlusOne);
+  EXPECT_EQ(windows(config), std::vector<int64_t>({16, 0, 16}));
+  EXPECT_EQ(config.layer(0).rope_table, 1);
+  EXPECT_EQ(config.layer(1).rope_table, 0);
+  EXPECT_EQ(config.rope.type, RopeType::kLinear);
+  EXPECT_DOUBLE_EQ(config.rope.theta, 1000000.0);
+  ASSERT_TRUE(config.sliding_rope.has_value());
+  EXPECT_EQ(config.sliding_rope->type, RopeType::kDefault);
+  EXPECT_DOUBLE_EQ(config.sliding_rope->theta, 10000.0);
+
+  // transformers 4 keys: rope_theta for the full layers, rope_local_base_freq for the sliding ones.
+  gemma3.erase("rope_parameters");
+  gemma3["rope_theta"] = 1000000.0;
+  gemma3["rope_local_base_freq"] = 20000.0;
+  config = parse(gemma3);
+  EXPECT_DOUBLE_EQ(config.rope.theta, 1000000.0);
+  EXPECT_DOUBLE_EQ(config.sliding_rope->theta, 20000.0);
 }
 
 TEST(ModelConfig, MoeFamiliesResolveExpertsSharedExpertAndSparseLayers) {

@@ -59,6 +59,30 @@ TEST(RmsNorm, MatchesFormulaAndKeepsDtype) {
   EXPECT_EQ(rms_norm(x.to(at::kBFloat16), weight.to(at::kBFloat16), 1e-6).scalar_type(), at::kBFloat16);
 }
 
+TEST(RmsNorm, GemmaPlusOneRunsInFp32AndCastsOnce) {
+  at::Tensor x = at::randn({3, 5, 16}, at::kDouble);
+  at::Tensor weight = 0.2 * at::randn({16}, at::kDouble);
+  at::Tensor expected = (1 + weight) * x / (x.pow(2).mean(-1, true) + 1e-6).sqrt();
+  EXPECT_LT(max_diff(rms_norm_plus_one(x.to(at::kFloat), weight.to(at::kFloat), 1e-6), expected), kFp32Tol);
+  // bf16: normalised and scaled in fp32, rounded once (not the weight rounded after a cast).
+  at::Tensor x16 = x.to(at::kBFloat16), w16 = weight.to(at::kBFloat16);
+  at::Tensor once = ((x16.to(at::kFloat) * at::rsqrt(x16.to(at::kFloat).pow(2).mean(-1, true) + 1e-6)) *
+                     (1 + w16.to(at::kFloat))).to(at::kBFloat16);
+  EXPECT_TRUE(rms_norm_plus_one(x16, w16, 1e-6).equal(once));
+}
+
+TEST(Rope, PartialRotaryLeavesTheTailOfEachHead) {
+  ModelConfig config = tiny_config();
+  config.rotary_dim = 4;  // of head_dim 8
+  RotaryCache cache(config, 10, at::kFloat, at::kCPU);
+  EXPECT_EQ(cache.cos().size(1), 4);
+  at::Tensor x = at::randn({1, 2, 10, 8});
+  at::Tensor got = apply_rotary(x, cache.cos(), cache.sin());
+  EXPECT_TRUE(got.narrow(-1, 4, 4).equal(x.narrow(-1, 4, 4)));
+  EXPECT_TRUE(got.narrow(-1, 0, 4).equal(apply_rotary(x.narrow(-1, 0, 4), cache.cos(), cache.sin())));
+  EXPECT_FALSE(got.narrow(-1, 0, 4).equal(x.narrow(-1, 0, 4)));
+}
+
 TEST(Rope, DefaultInverseFrequencies) {
   RopeConfig rope;
   rope.theta = 10000.0;

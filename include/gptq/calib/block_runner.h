@@ -69,6 +69,12 @@ struct LinearResult {
   int n_stacked = 1;          // linears solved together in one stacked solve
   // Routed expert linears: how many tokens the router sent and which fed the Hessian.
   std::optional<model::GroupRouting> routing;
+  // Linears solved as one batch of independent groups (a site's routed
+  // experts, solved concurrently on CPU): the batch's label and how many of
+  // its results follow this one (0: the last), so logs can show one line per batch.
+  std::string batch;
+  int batch_remaining = 0;
+  double batch_wall_s = 0;    // the whole batch's wall time (set on its last result)
   solver::Scheme scheme;      // as the solver ran it; valid when quantized
   pack::SolvedLinear solved;  // codes and grid; valid when quantized
 };

@@ -17,6 +17,9 @@
 //   {o_proj}                 <- attention output              [B, T, n_heads*head_dim] kAttentionOutput
 //   {gate_proj, up_proj}     <- post_attention_layernorm(h')  [B, T, hidden]      kMlpInput
 //   {down_proj}              <- act(gate) * up                [B, T, intermediate] kMlpHidden
+// Fused checkpoints (Phi-3) have {qkv_proj} and {gate_up_proj} instead.
+// Gemma's sandwich norms (on the attention and MLP outputs) sit after the
+// linears, so they change no group's input site.
 //
 // Sparse (MoE) layers: each routed expert's {gate, up} reads the tokens the
 // router sends it at kMlpInput, its {down} that expert's activation at
@@ -47,18 +50,26 @@ enum class SlidingWindowRule {
                 // from "use_sliding_window" and "max_window_layers"
 };
 
-enum class NormKind { kRmsNorm };  // weight * (x / sqrt(mean(x^2) + eps)), in fp32
+// kRmsNorm: weight * (x / sqrt(mean(x^2) + eps)): normalised in fp32, cast
+// back, then multiplied (LlamaRMSNorm).
+// kRmsNormPlusOne: (1 + weight) * (x / sqrt(mean(x^2) + eps)), all in fp32,
+// cast at the end (GemmaRMSNorm: the stored weight is an offset from 1).
+enum class NormKind { kRmsNorm, kRmsNormPlusOne };
 // RoPE (rotate_half), causal, n_kv_heads <= n_heads, scale 1/sqrt(head_dim).
 enum class AttentionKind { kRopeCausalGqa };
 // Where a q/k RMSNorm sits: none, over each head's head_dim (Qwen3), or over
 // the whole projection before it is split into heads (OLMoE).
 enum class QkNorm { kNone, kPerHead, kWholeProjection };
-// kDenseGated: down(act(gate(x)) * up(x)).
+// kDenseGated: down(act(gate(x)) * up(x)); gate and up are two linears, or one
+// fused gate_up linear whose output is [gate | up] (Phi-3).
 // kSparseMoe: a softmax top-k router picks experts (each a gated MLP) per
 // token; their outputs, weighted by the router, are summed; optionally plus a
 // shared expert scaled by sigmoid(shared_expert_gate(x)) (Qwen2-MoE).
 enum class MlpKind { kDenseGated, kSparseMoe };
-enum class Activation { kSilu };  // config.json hidden_act "silu" / "swish"
+// config.json's activation ("hidden_act", or "hidden_activation" for Gemma):
+// "silu"/"swish", "gelu_pytorch_tanh" (GeGLU with tanh-approximated GELU) or
+// "gelu" (exact).
+enum class Activation { kSilu, kGeluTanh, kGelu };
 
 // Which layers of a MoE family have the sparse MLP (the others are dense).
 enum class MoeLayerRule {
@@ -96,11 +107,14 @@ const char* input_site_name(InputSite site);
 
 struct NormSpec {
   NormKind kind = NormKind::kRmsNorm;
-  std::string name;  // relative tensor name without ".weight"
+  std::string name;  // relative tensor name without ".weight"; empty: no such norm
+  bool present() const { return !name.empty(); }
 };
 
 struct AttentionSpec {
   AttentionKind kind = AttentionKind::kRopeCausalGqa;
+  // Phi-3: one fused linear whose output is [q | k | v]; empty: three linears.
+  std::string qkv_proj;
   std::string q_proj = "self_attn.q_proj";
   std::string k_proj = "self_attn.k_proj";
   std::string v_proj = "self_attn.v_proj";
@@ -110,13 +124,19 @@ struct AttentionSpec {
   bool clip_qkv = false;
   NormSpec q_norm{NormKind::kRmsNorm, "self_attn.q_norm"};
   NormSpec k_norm{NormKind::kRmsNorm, "self_attn.k_norm"};
-  BiasRule qkv_bias;  // q_proj, k_proj, v_proj
+  BiasRule qkv_bias;  // q_proj, k_proj, v_proj (or qkv_proj)
   BiasRule o_bias;
+  // Gemma: scores scaled by query_pre_attn_scalar^-0.5 instead of head_dim^-0.5
+  // (config key; empty: head_dim), and soft-capped, cap * tanh(scores / cap),
+  // before the mask when the config key holds a number.
+  std::string query_scale_key;
+  std::string softcap_key;
 };
 
 struct MlpSpec {
   MlpKind kind = MlpKind::kDenseGated;
   Activation activation = Activation::kSilu;
+  std::string gate_up_proj;  // Phi-3: fused [gate | up]; empty: gate_proj and up_proj
   std::string gate_proj = "mlp.gate_proj";
   std::string up_proj = "mlp.up_proj";
   std::string down_proj = "mlp.down_proj";
@@ -135,17 +155,36 @@ struct LinearGroup {
 struct ArchSpec {
   std::string architecture;  // config.json "architectures"[0], e.g. "LlamaForCausalLM"
   NormSpec input_norm{NormKind::kRmsNorm, "input_layernorm"};
+  // The norm in front of the MLP (Llama calls it post_attention_layernorm).
   NormSpec post_attention_norm{NormKind::kRmsNorm, "post_attention_layernorm"};
+  // Gemma's sandwich norms, on the attention and the MLP outputs before each
+  // residual add; absent (empty names) elsewhere.
+  NormSpec attention_output_norm;
+  NormSpec mlp_output_norm;
   AttentionSpec attention;
   MlpSpec mlp;                    // dense layers (all layers of a dense family)
   bool has_moe = false;           // MoE family: moe.layers picks the sparse layers
   MoeSpec moe;
   SlidingWindowRule sliding_window = SlidingWindowRule::kNone;
+  // kLayerTypes without "layer_types" in config.json: layer i slides unless
+  // (i + 1) % pattern == 0 (Gemma-2: 2, Gemma-3: 6); 0: Qwen's max_window_layers rule.
+  int sliding_pattern = 0;
+  // Gemma-3: sliding layers use rope_parameters["sliding_attention"], full
+  // layers rope_parameters["full_attention"] (another theta, maybe scaled).
+  bool rope_per_layer_type = false;
   bool tie_word_embeddings_default = false;  // when config.json has no such key
+  std::string activation_key = "hidden_act";
+  // Gemma: the embedding output is multiplied by sqrt(hidden_size), rounded
+  // to the compute dtype first (as transformers' scaled embedding).
+  bool scale_embeddings = false;
+  // Gemma-2: logits soft-capped, cap * tanh(logits / cap), when this config
+  // key holds a number.
+  std::string final_softcap_key;
 
   // Tensor names outside the layers.
   std::string embed_tokens = "model.embed_tokens.weight";
   std::string final_norm = "model.norm.weight";
+  NormKind final_norm_kind = NormKind::kRmsNorm;
   std::string lm_head = "lm_head.weight";
   std::string layer_prefix = "model.layers.";
 };
@@ -156,6 +195,8 @@ struct LayerSpec {
   int index = 0;
   NormSpec input_norm;
   NormSpec post_attention_norm;
+  NormSpec attention_output_norm;  // absent unless the family has sandwich norms
+  NormSpec mlp_output_norm;
   AttentionSpec attention;
   MlpSpec mlp;  // kind kSparseMoe: the layer's MLP is `moe`
   MoeSpec moe;
@@ -163,6 +204,9 @@ struct LayerSpec {
   bool o_bias = false;
   bool mlp_bias = false;
   int64_t sliding_window = 0;  // 0: full causal attention
+  int rope_table = 0;          // which RotaryCache table (ModelConfig::ropes) the layer uses
+  double attention_scale = 0;  // scores * this; 0: 1/sqrt(head_dim)
+  double attention_softcap = 0;  // 0: none
   int64_t intermediate_size = 0;  // dense MLP width (kDenseGated)
   double clip_qkv = 0;            // attention.clip_qkv: the bound
   // Sparse MLP (kSparseMoe) settings from config.json.

@@ -30,6 +30,9 @@ struct RopeConfig {
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
   int64_t original_max_position_embeddings = 0;  // llama3
+  // Phi-3 (and others): only the first head_dim * factor dims of each head
+  // are rotated; the rest pass through.
+  double partial_rotary_factor = 1.0;
 };
 
 struct ModelConfig {
@@ -47,7 +50,11 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double clip_qkv = 0;  // OLMoE "clip_qkv"; 0: no clamp
-  RopeConfig rope;
+  RopeConfig rope;  // RotaryCache table 0: every layer, or Gemma-3's full-attention layers
+  // Gemma-3: rope_parameters["sliding_attention"], table 1, for the sliding layers.
+  std::optional<RopeConfig> sliding_rope;
+  int64_t rotary_dim = 0;           // head_dim * rope.partial_rotary_factor (even)
+  double final_logit_softcap = 0;   // Gemma-2 final_logit_softcapping; 0: none
 
   bool tie_word_embeddings = false;  // the key; lm_head.weight absent also ties (see weights.h)
   // One entry per layer: its parts, biases, sliding window, widths and

@@ -30,23 +30,29 @@ class RotaryCache {
  public:
   RotaryCache(const ModelConfig& config, int64_t max_positions, c10::ScalarType dtype,
               c10::Device device);
-  const at::Tensor& cos() const { return cos_; }
-  const at::Tensor& sin() const { return sin_; }
+  // Table 0: config.rope; table 1: config.sliding_rope (Gemma-3), when set.
+  // [max_positions, rotary_dim].
+  const at::Tensor& cos(int table = 0) const;
+  const at::Tensor& sin(int table = 0) const;
   int64_t max_positions() const { return max_positions_; }
 
  private:
-  at::Tensor cos_;
-  at::Tensor sin_;
+  std::vector<at::Tensor> cos_;
+  std::vector<at::Tensor> sin_;
   int64_t max_positions_ = 0;
 };
 
-// inv_freq [head_dim / 2] float32 for `rope` (default, linear or llama3).
-at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+// inv_freq [rotary_dim / 2] float32 for `rope` (default, linear or llama3).
+at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t rotary_dim);
 
 // weight * (x.float() * rsqrt(mean(x.float()^2, -1) + eps)).to(x.dtype)
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// ((x.float() * rsqrt(mean(x.float()^2, -1) + eps)) * (1 + weight.float())).to(x.dtype)
+at::Tensor rms_norm_plus_one(const at::Tensor& x, const at::Tensor& weight, double eps);
+at::Tensor apply_norm(NormKind kind, const at::Tensor& x, const at::Tensor& weight, double eps);
 
-// x [B, heads, T, head_dim]; cos/sin [T, head_dim]:  x*cos + rotate_half(x)*sin.
+// x [B, heads, T, head_dim]; cos/sin [T, rotary_dim]: x*cos + rotate_half(x)*sin
+// over the first rotary_dim dims, the rest unchanged.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 // One chunk of a group's input, as the group's linears consume it.
@@ -101,6 +107,19 @@ class GroupObserver {
   }
   virtual void finish_group(int group_index, const std::vector<std::string>& linear_names,
                             BlockWeights& weights) = 0;
+  // Finishes groups that depend on nothing of each other (the routed experts
+  // of one site: each its own weights and Hessian) as finish_group would each,
+  // in any order or concurrently, touching no other group's weights. `label`
+  // names them together for logs ("mlp.experts.0-127 gate_proj/up_proj").
+  // Default: finish_group one by one, in order.
+  virtual void finish_independent_groups(const std::vector<int>& group_indices,
+                                         const std::vector<std::vector<std::string>>& linear_names,
+                                         const std::string& label, BlockWeights& weights) {
+    (void)label;
+    for (size_t idx = 0; idx < group_indices.size(); ++idx) {
+      finish_group(group_indices[idx], linear_names[idx], weights);
+    }
+  }
 };
 
 // Which tokens feed a routed expert's Hessians. The block output always
@@ -149,10 +168,12 @@ at::Tensor block_forward(const ModelConfig& config, BlockWeights& weights, const
                          const RotaryCache& rope, GroupObserver* observer = nullptr,
                          const BlockOptions& options = {}, BlockStats* stats = nullptr);
 
-// ids [B, T] int64 (any device) -> hidden [B, T, H] in embedding's dtype/device.
-at::Tensor embed(const at::Tensor& embedding, const at::Tensor& ids);
+// ids [B, T] int64 (any device) -> hidden [B, T, H] in embedding's dtype/device
+// (times sqrt(hidden) for the families that scale it).
+at::Tensor embed(const ModelConfig& config, const at::Tensor& embedding, const at::Tensor& ids);
 
-// hidden [..., H] -> logits [..., vocab] in the compute dtype.
+// hidden [..., H] -> logits [..., vocab] in the compute dtype (final norm,
+// lm_head, then Gemma-2's soft-cap).
 at::Tensor final_norm_and_logits(const ModelConfig& config, const HeadWeights& head,
                                  const at::Tensor& hidden);
 

@@ -40,9 +40,13 @@ struct ExpertRouting {
 // Routes x [n, hidden] through the layer's router (weights[<router>.weight]).
 ExpertRouting route_tokens(const LayerSpec& layer, const BlockWeights& weights, const at::Tensor& x);
 
-// silu(gate(x)) * up(x) of the gated MLP whose gate/up linears are given.
+// act(gate(x)) * up(x) of the gated MLP whose gate/up linears are given.
 at::Tensor gated_hidden(const BlockWeights& weights, const std::string& gate, const std::string& up,
-                        const at::Tensor& x);
+                        const at::Tensor& x, Activation activation = Activation::kSilu);
+
+// The gated MLP's activation applied to `gate` in place (the op transformers'
+// ACT2FN entry runs).
+at::Tensor& activate_(Activation activation, at::Tensor& gate);
 
 // Expert output y [count, hidden] times its routing weights [count] (the
 // product in fp32 when the weights are fp32, else in y's dtype), as fp32: a
