@@ -45,7 +45,7 @@ void validate_options(const QuantizeOptions& options) {
   GPTQ_CHECK(!options.gptq.static_groups || options.gptq.quant.group_size > 0,
              "--static-groups needs a positive --group-size (got ", options.gptq.quant.group_size,
              "): with one group per row there is nothing to fix in advance");
-  if (options.method == Method::kGptq) {
+  if (options.method == Method::kGptq && !options.dry_run) {
     GPTQ_CHECK(!options.calib_file.empty(),
                "quantize needs calibration text: pass --calib FILE (plain text, JSONL with "
                "\"text\", or token ids); 'gptq-quant rtn' needs none");
@@ -210,30 +210,87 @@ std::string streaming_note(const model::BlockStats& stats, int64_t max_held_byte
   return "MLP activations held (" + size + ", within " + budget + ")" + rest;
 }
 
-// The scheme of every linear, decided before any work: linears the format
-// cannot store stay in full precision; a group size that does not divide a
-// quantized linear's input width is refused (vLLM sizes scales as in / group).
+// Full names of every linear of the model, in layer and group order.
+std::vector<std::string> linear_modules(const model::ModelConfig& config) {
+  std::vector<std::string> names;
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    for (const auto& linear : config.layer(layer).linear_names()) names.push_back(config.layer_prefix(layer) + linear);
+  }
+  return names;
+}
+
+// The rule of `resolver` that decided `module` (exact-name rules only), or null.
+const solver::SchemeResolver::Rule* exact_rule(const solver::SchemeResolver& resolver, const std::string& module) {
+  const std::string pattern = solver::SchemeResolver::exact(module);
+  for (const auto& rule : resolver.rules()) {
+    if (rule.pattern == pattern) return &rule;
+  }
+  return nullptr;
+}
+
+// The scheme of every linear, decided before any work: the recipe (if any)
+// per module, then linears the format cannot store stay in full precision; a
+// group size that does not divide a quantized linear's input width is refused
+// (vLLM sizes scales as in / group), naming the rule that asked for it.
 solver::SchemeResolver resolve_schemes(const QuantizeOptions& options, const model::ModelConfig& config,
                                        const pack::OutputFormat& format) {
-  solver::SchemeResolver schemes(solver::Scheme{options.gptq.quant});
+  const solver::Scheme default_scheme{options.gptq.quant};
+  const std::vector<std::string> modules = linear_modules(config);
+  const solver::SchemeResolver asked =
+      options.recipe ? resolve_recipe(*options.recipe, default_scheme, modules) : solver::SchemeResolver(default_scheme);
+  solver::SchemeResolver schemes(default_scheme);
   for (int layer = 0; layer < config.n_layers; ++layer) {
     for (const auto& linear : config.layer(layer).linear_names()) {
       const std::string full_name = config.layer_prefix(layer) + linear;
       const std::vector<int64_t> shape = model::linear_shape(config, layer, linear);
-      const std::optional<solver::Scheme> scheme = schemes.resolve(full_name);
-      if (!scheme) continue;
+      const std::optional<solver::Scheme> scheme = asked.resolve(full_name);
+      const solver::SchemeResolver::Rule* rule = exact_rule(asked, full_name);
+      const std::string reason = rule ? rule->reason : "";
+      if (!scheme) {
+        schemes.add_rule(solver::SchemeResolver::exact(full_name), std::nullopt, reason);
+        continue;
+      }
       if (auto why = format.cannot_store(shape[0], shape[1], *scheme)) {
         schemes.keep_full_precision(full_name, *why);
         continue;
       }
       const int group_size = scheme->quant.group_size;
-      GPTQ_CHECK(group_size <= 0 || shape[1] % group_size == 0, full_name, ": --group-size ",
-                 group_size, " does not divide its ", shape[1],
-                 " input columns (vLLM and GPTQModel need in_features % group_size == 0); use a "
+      const std::string asked_by = !reason.empty()         ? "group_size " + std::to_string(group_size) + " (" + reason + ")"
+                                   : options.recipe ? "group_size " + std::to_string(group_size) + " (" +
+                                                          options.recipe->source + " default)"
+                                                    : "--group-size " + std::to_string(group_size);
+      GPTQ_CHECK(group_size <= 0 || shape[1] % group_size == 0, full_name, ": ", asked_by, " does not divide its ",
+                 shape[1], " input columns (vLLM and GPTQModel need in_features % group_size == 0); use a "
                  "group size that divides every linear's input width, or -1");
+      if (!(*scheme == default_scheme)) schemes.add_rule(solver::SchemeResolver::exact(full_name), scheme, reason);
     }
   }
   return schemes;
+}
+
+// --dry-run: one row per linear (module, bits, group, sym, act-order, method, why).
+void print_scheme_table(const QuantizeOptions& options, const model::ModelConfig& config,
+                        const solver::SchemeResolver& schemes) {
+  const std::vector<std::string> modules = linear_modules(config);
+  size_t width = 6;
+  for (const auto& name : modules) width = std::max(width, name.size());
+  std::printf("%-*s %4s %6s %5s %9s %6s  %s\n", static_cast<int>(width), "module", "bits", "group", "sym",
+              "act-order", "method", "decided by");
+  const std::string method = options.method == Method::kGptq ? "gptq" : "rtn";
+  for (const auto& name : modules) {
+    const std::optional<solver::Scheme> scheme = schemes.resolve(name);
+    const solver::SchemeResolver::Rule* rule = exact_rule(schemes, name);
+    const std::string why = rule && !rule->reason.empty() ? rule->reason : "default";
+    if (!scheme) {
+      std::printf("%-*s %4s %6s %5s %9s %6s  %s\n", static_cast<int>(width), name.c_str(), "-", "-", "-", "-",
+                  "skip", why.c_str());
+      continue;
+    }
+    std::printf("%-*s %4d %6d %5s %9s %6s  %s\n", static_cast<int>(width), name.c_str(), scheme->quant.bits,
+                scheme->quant.group_size, scheme->quant.sym ? "yes" : "no",
+                options.gptq.desc_act && options.method == Method::kGptq ? "yes" : "no", method.c_str(), why.c_str());
+  }
+  std::fflush(stdout);
 }
 
 // A checkpoint that is already quantized is never quantized again.
@@ -276,6 +333,11 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   refuse_quantized_source(config, source.checkpoint(), options.model_dir);
   const std::unique_ptr<pack::OutputFormat> format = pack::make_output_format(options.format);
   const solver::SchemeResolver schemes = resolve_schemes(options, config, *format);
+  if (options.dry_run) {
+    print_scheme_table(options, config, schemes);
+    report["dry_run"] = true;
+    return report;
+  }
   const backend::ComputeContext context =
       backend::resolve_compute(options.device, options.dtype, config.torch_dtype);
   const c10::Device device = context.device;

@@ -66,10 +66,47 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
       ->capture_default_str();
   app.add_option("--report", options.report_path,
                  "write a JSON report: per-layer loss, damp, tokens, sizes, phase timings");
+  app.add_option("--recipe", options.recipe_path,
+                 "JSON recipe: a default scheme and per-module rules (docs/recipes.md, presets "
+                 "in configs/); flags given here override its default");
+  app.add_flag("--dry-run", job.dry_run,
+               "print every linear's resolved scheme and exit without loading weights");
+  options.app = &app;
 }
+
+namespace {
+
+bool given(const CLI::App& app, const std::string& name) {
+  const CLI::Option* option = app.get_option_no_throw(name);
+  return option != nullptr && option->count() > 0;
+}
+
+// The recipe's default fills every scheme setting the command line left unset.
+void apply_recipe_defaults(QuantizeCommandOptions& options) {
+  auto& job = options.job;
+  job.recipe = calib::load_recipe(options.recipe_path);
+  const calib::SchemeKeys& keys = job.recipe->defaults;
+  const CLI::App& app = *options.app;
+  if (keys.bits && !given(app, "--bits")) job.gptq.quant.bits = *keys.bits;
+  if (keys.group_size && !given(app, "--group-size")) job.gptq.quant.group_size = *keys.group_size;
+  if (keys.sym && !given(app, "--sym")) job.gptq.quant.sym = *keys.sym;
+  if (keys.mse && !given(app, "--mse")) job.gptq.quant.mse = *keys.mse;
+  if (keys.desc_act && !given(app, "--desc-act")) job.gptq.desc_act = *keys.desc_act;
+  if (keys.static_groups && !given(app, "--static-groups")) job.gptq.static_groups = *keys.static_groups;
+  if (keys.damp_percent && !given(app, "--damp-percent")) job.gptq.damp_percent = *keys.damp_percent;
+  if (keys.method) {
+    const calib::Method method = *keys.method == "rtn" ? calib::Method::kRtn : calib::Method::kGptq;
+    GPTQ_CHECK(job.method == calib::Method::kGptq || method == calib::Method::kRtn, options.recipe_path,
+               ": default method 'gptq' contradicts the rtn command; use 'gptq-quant quantize'");
+    job.method = method;
+  }
+}
+
+}  // namespace
 
 int run_quantize_job(QuantizeCommandOptions& options) {
   options.job.progress = spdlog::get_level() <= spdlog::level::info;
+  if (!options.recipe_path.empty()) apply_recipe_defaults(options);
   if (!options.report_path.empty()) {
     std::ofstream probe(options.report_path, std::ios::app);
     GPTQ_CHECK(probe.good(), "cannot write report '", options.report_path, "'");

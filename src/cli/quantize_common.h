@@ -11,12 +11,16 @@ namespace gptq::cli {
 struct QuantizeCommandOptions {
   calib::QuantizeOptions job;
   std::string report_path;
+  std::string recipe_path;
+  CLI::App* app = nullptr;  // to tell flags given on the command line from defaults
 };
 
-// --model, --output, --bits, --group-size, --sym/--asym, --device, --report.
+// --model, --output, --bits, --group-size, --sym/--asym, --device, --report,
+// --recipe, --dry-run.
 void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options);
 
-// Runs the job, writes --report if asked; returns the exit status.
+// Loads --recipe (its default under the flags given on the command line),
+// runs the job, writes --report if asked; returns the exit status.
 int run_quantize_job(QuantizeCommandOptions& options);
 
 }  // namespace gptq::cli

@@ -5,7 +5,6 @@ perplexity with transformers on any set of weights, and load a checkpoint in
 GPTQModel (in a fresh interpreter)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -40,13 +39,18 @@ def _unpack_rows(words: np.ndarray, bits: int) -> np.ndarray:
     return codes.reshape(words.shape[0], -1).astype(np.int64)
 
 
+def module_bits(qweight, g_idx) -> int:
+    """Bits of one packed linear from its shapes: qweight [in * bits / 32, out]."""
+    return int(qweight.shape[0]) * 32 // int(len(g_idx))
+
+
 def dequantize_checkpoint(out_dir) -> dict:
     """Every tensor of a GPTQ v1 checkpoint, with each quantized linear's
-    "<prefix>.weight" rebuilt as float32 (code - zero[g_idx]) * scale[g_idx]."""
+    "<prefix>.weight" rebuilt as float32 (code - zero[g_idx]) * scale[g_idx].
+    Each linear's bits come from its own shapes (qweight rows x 32 / in
+    features), so mixed-precision checkpoints read back without trusting
+    quantization_config."""
     out_dir = Path(out_dir)
-    config = json.loads((out_dir / "config.json").read_text())["quantization_config"]
-    bits = config["bits"]
-    assert bits in _V1_ZERO_WORD, "this reader handles 2/4/8 bits"
     tensors = {}
     for shard in sorted(out_dir.glob("*.safetensors")):
         tensors.update(load_file(str(shard)))
@@ -58,6 +62,8 @@ def dequantize_checkpoint(out_dir) -> dict:
             qzeros = tensors[prefix + ".qzeros"].numpy().astype(np.uint32)
             scales = tensors[prefix + ".scales"].float().numpy()
             g_idx = tensors[prefix + ".g_idx"].numpy().astype(np.int64)
+            bits = module_bits(qweight, g_idx)
+            assert bits in _V1_ZERO_WORD, f"{prefix}: this reader handles 2/4/8 bits, found {bits}"
             codes = _unpack_rows(qweight.T.copy(), bits)  # [out, in]
             zero_words = (qzeros.astype(np.uint64) + _V1_ZERO_WORD[bits]) % (1 << 32)
             zeros = _unpack_rows(zero_words.astype(np.uint32).view(np.int32), bits)  # [G, out]

@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 
+#include "gptq/calib/recipe.h"
 #include "gptq/model/forward.h"
 #include "gptq/solver/gptq.h"
 
@@ -50,6 +51,12 @@ struct QuantizeOptions {
   std::string format = "gptq";       // output format: gptq (v1) | gptq_v2 (pack/format.h)
   uint64_t max_shard_bytes = uint64_t{4} << 30;
   bool progress = true;              // per-linear lines / redrawn line on a TTY
+  // Per-module schemes (calib/recipe.h) on top of gptq.quant, which already
+  // holds the recipe's default with the command line's flags applied.
+  std::optional<Recipe> recipe;
+  // Resolve and print every linear's scheme (stdout), check everything, and
+  // stop before loading weights or writing anything.
+  bool dry_run = false;
 };
 
 // Runs the job and returns the report (also what --report writes):
