@@ -187,7 +187,9 @@ std::vector<Stack> plan_stacks(const std::vector<std::string>& linear_names, con
     const at::Tensor& W = weights.at(name + ".weight");
     const std::optional<solver::Scheme> scheme = context.schemes->resolve(context.layer_prefix + name);
     if (!scheme) {
-      sink(skipped(name, W, "kept in full precision by the scheme"));
+      // Why, as the rule that decided it says ("recipe rules[2] (match '...')").
+      const solver::SchemeResolver::Rule* rule = context.schemes->deciding_rule(context.layer_prefix + name);
+      sink(skipped(name, W, rule && !rule->reason.empty() ? rule->reason : "excluded by the scheme"));
       continue;
     }
     if (auto why = context.format->cannot_store(W.size(0), W.size(1), *scheme)) {
@@ -214,11 +216,11 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
   std::vector<at::Tensor> parts;
   for (const auto& name : stack.names) parts.push_back(weights.at(name + ".weight"));
   const at::Tensor W = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
-  solver::GptqConfig config = context.gptq;
-  config.quant = stack.scheme.quant;
+  const solver::GptqConfig config = solver::solve_config(context.gptq, stack.scheme);
+  const bool gptq = H.defined() && stack.scheme.method == solver::SolveMethod::kGptq;
   solver::QuantizedWeight solved;
   try {
-    solved = H.defined() ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
+    solved = gptq ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
   } catch (...) {
     std::string names;
     for (const auto& name : stack.names) names += (names.empty() ? "" : "+") + name;

@@ -31,8 +31,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-const char* method_name(Method method) { return method == Method::kGptq ? "gptq" : "rtn"; }
-
 // Checks everything that can be checked before loading any tensor.
 void validate_options(const QuantizeOptions& options) {
   solver::validate(options.gptq.quant);
@@ -45,15 +43,17 @@ void validate_options(const QuantizeOptions& options) {
   GPTQ_CHECK(!options.gptq.static_groups || options.gptq.quant.group_size > 0,
              "--static-groups needs a positive --group-size (got ", options.gptq.quant.group_size,
              "): with one group per row there is nothing to fix in advance");
-  if (options.method == Method::kGptq && !options.dry_run) {
-    GPTQ_CHECK(!options.calib_file.empty(),
-               "quantize needs calibration text: pass --calib FILE (plain text, JSONL with "
-               "\"text\", or token ids); 'gptq-quant rtn' needs none");
-    GPTQ_CHECK(fs::is_regular_file(options.calib_file), "calibration file '",
-               options.calib_file.string(), "' does not exist");
-    GPTQ_CHECK(options.n_samples > 0, "--nsamples must be positive, got ", options.n_samples);
-    GPTQ_CHECK(options.seqlen > 1, "--seqlen must be at least 2, got ", options.seqlen);
-  }
+}
+
+// Only when some module is solved with GPTQ.
+void validate_calibration(const QuantizeOptions& options) {
+  GPTQ_CHECK(!options.calib_file.empty(),
+             "quantize needs calibration text: pass --calib FILE (plain text, JSONL with "
+             "\"text\", or token ids); 'gptq-quant rtn' needs none");
+  GPTQ_CHECK(fs::is_regular_file(options.calib_file), "calibration file '",
+             options.calib_file.string(), "' does not exist");
+  GPTQ_CHECK(options.n_samples > 0, "--nsamples must be positive, got ", options.n_samples);
+  GPTQ_CHECK(options.seqlen > 1, "--seqlen must be at least 2, got ", options.seqlen);
 }
 
 std::string shape_text(const LinearResult& result) {
@@ -118,6 +118,8 @@ class LinearLog {
       entry["group_size"] = result.scheme.quant.group_size;
       entry["zero_points_raised"] = result.n_zero_raised;
       entry["solved_with"] = result.n_stacked;
+      entry["method"] = result.n_hessian_rows > 0 ? solver::method_name(result.scheme.method) : "rtn";
+      entry["desc_act"] = result.n_hessian_rows > 0 && result.scheme.act_order();
     } else {
       entry["reason"] = result.skip_reason;
     }
@@ -219,76 +221,109 @@ std::vector<std::string> linear_modules(const model::ModelConfig& config) {
   return names;
 }
 
-// The rule of `resolver` that decided `module` (exact-name rules only), or null.
-const solver::SchemeResolver::Rule* exact_rule(const solver::SchemeResolver& resolver, const std::string& module) {
-  const std::string pattern = solver::SchemeResolver::exact(module);
-  for (const auto& rule : resolver.rules()) {
-    if (rule.pattern == pattern) return &rule;
-  }
-  return nullptr;
+// The output projection's module name ("lm_head").
+std::string lm_head_module(const model::ModelConfig& config) {
+  const std::string& tensor = config.arch.lm_head;
+  return tensor.ends_with(".weight") ? tensor.substr(0, tensor.size() - 7) : tensor;
+}
+
+// Every linear's scheme, and lm_head's when it is quantized.
+struct ResolvedSchemes {
+  solver::SchemeResolver schemes;
+  std::optional<solver::Scheme> lm_head;  // nullopt: lm_head stays as it is
+  bool calibrated = false;                // some module is solved with GPTQ: calibration needed
+};
+
+// Checks one module's scheme against its [out, in] shape and the job;
+// `asked_by` names who chose it (recipe rule, recipe default or flag).
+void check_module_scheme(const QuantizeOptions& options, const std::string& full_name, int64_t in_features,
+                         const solver::Scheme& scheme, const std::string& reason) {
+  const std::string who = !reason.empty()  ? " (" + reason + ")"
+                          : options.recipe ? " (" + options.recipe->source + " default)"
+                                           : "";
+  const int group_size = scheme.quant.group_size;
+  const std::string asked_by =
+      who.empty() ? "--group-size " + std::to_string(group_size) : "group_size " + std::to_string(group_size) + who;
+  GPTQ_CHECK(group_size <= 0 || in_features % group_size == 0, full_name, ": ", asked_by, " does not divide its ",
+             in_features, " input columns (vLLM and GPTQModel need in_features % group_size == 0); use a "
+             "group size that divides every linear's input width, or -1");
+  GPTQ_CHECK(!scheme.static_groups || group_size > 0, full_name, ": static_groups", who,
+             " needs a positive group_size (got ", group_size, "): with one group per row there is nothing to fix");
+  GPTQ_CHECK(options.method == Method::kGptq || scheme.method == Method::kRtn, full_name, ": method 'gptq'", who,
+             " needs calibration data, which 'gptq-quant rtn' does not take; run 'gptq-quant quantize --calib FILE'");
 }
 
 // The scheme of every linear, decided before any work: the recipe (if any)
 // per module, then linears the format cannot store stay in full precision; a
 // group size that does not divide a quantized linear's input width is refused
 // (vLLM sizes scales as in / group), naming the rule that asked for it.
-solver::SchemeResolver resolve_schemes(const QuantizeOptions& options, const model::ModelConfig& config,
-                                       const pack::OutputFormat& format) {
-  const solver::Scheme default_scheme{options.gptq.quant};
-  const std::vector<std::string> modules = linear_modules(config);
+ResolvedSchemes resolve_schemes(const QuantizeOptions& options, const model::ModelConfig& config,
+                                const pack::OutputFormat& format) {
+  const Method default_method = options.method == Method::kRtn ? Method::kRtn : options.default_method;
+  const solver::Scheme default_scheme = solver::scheme_of(options.gptq, default_method);
+  const std::string lm_head = lm_head_module(config);
   const solver::SchemeResolver asked =
-      options.recipe ? resolve_recipe(*options.recipe, default_scheme, modules) : solver::SchemeResolver(default_scheme);
-  solver::SchemeResolver schemes(default_scheme);
+      options.recipe ? resolve_recipe(*options.recipe, default_scheme, linear_modules(config), lm_head)
+                     : solver::SchemeResolver(default_scheme);
+  ResolvedSchemes resolved{solver::SchemeResolver(default_scheme), std::nullopt, false};
+  solver::SchemeResolver& schemes = resolved.schemes;
+  auto decide = [&](const std::string& full_name, const std::vector<int64_t>& shape,
+                    const std::optional<solver::Scheme>& scheme, const std::string& reason) -> bool {
+    if (!scheme) {
+      schemes.add_rule(solver::SchemeResolver::exact(full_name), std::nullopt, reason);
+      return false;
+    }
+    if (auto why = format.cannot_store(shape[0], shape[1], *scheme)) {
+      schemes.keep_full_precision(full_name, *why);
+      return false;
+    }
+    check_module_scheme(options, full_name, shape[1], *scheme, reason);
+    if (!(*scheme == default_scheme)) schemes.add_rule(solver::SchemeResolver::exact(full_name), scheme, reason);
+    resolved.calibrated |= scheme->method == Method::kGptq;
+    return true;
+  };
   for (int layer = 0; layer < config.n_layers; ++layer) {
     for (const auto& linear : config.layer(layer).linear_names()) {
       const std::string full_name = config.layer_prefix(layer) + linear;
-      const std::vector<int64_t> shape = model::linear_shape(config, layer, linear);
-      const std::optional<solver::Scheme> scheme = asked.resolve(full_name);
-      const solver::SchemeResolver::Rule* rule = exact_rule(asked, full_name);
-      const std::string reason = rule ? rule->reason : "";
-      if (!scheme) {
-        schemes.add_rule(solver::SchemeResolver::exact(full_name), std::nullopt, reason);
-        continue;
-      }
-      if (auto why = format.cannot_store(shape[0], shape[1], *scheme)) {
-        schemes.keep_full_precision(full_name, *why);
-        continue;
-      }
-      const int group_size = scheme->quant.group_size;
-      const std::string asked_by = !reason.empty()         ? "group_size " + std::to_string(group_size) + " (" + reason + ")"
-                                   : options.recipe ? "group_size " + std::to_string(group_size) + " (" +
-                                                          options.recipe->source + " default)"
-                                                    : "--group-size " + std::to_string(group_size);
-      GPTQ_CHECK(group_size <= 0 || shape[1] % group_size == 0, full_name, ": ", asked_by, " does not divide its ",
-                 shape[1], " input columns (vLLM and GPTQModel need in_features % group_size == 0); use a "
-                 "group size that divides every linear's input width, or -1");
-      if (!(*scheme == default_scheme)) schemes.add_rule(solver::SchemeResolver::exact(full_name), scheme, reason);
+      const solver::SchemeResolver::Rule* rule = asked.deciding_rule(full_name);
+      decide(full_name, model::linear_shape(config, layer, linear), rule ? rule->scheme : default_scheme,
+             rule ? rule->reason : "");
     }
   }
-  return schemes;
+  // lm_head: only when a rule asked for it (the asked resolver then has its rule).
+  if (const solver::SchemeResolver::Rule* rule = asked.deciding_rule(lm_head); rule && rule->scheme) {
+    if (decide(lm_head, {config.vocab_size, config.hidden_size}, rule->scheme, rule->reason)) {
+      resolved.lm_head = rule->scheme;
+    }
+  }
+  resolved.calibrated &= options.method == Method::kGptq;
+  return resolved;
 }
 
 // --dry-run: one row per linear (module, bits, group, sym, act-order, method, why).
-void print_scheme_table(const QuantizeOptions& options, const model::ModelConfig& config,
-                        const solver::SchemeResolver& schemes) {
-  const std::vector<std::string> modules = linear_modules(config);
+void print_scheme_table(const model::ModelConfig& config, const ResolvedSchemes& resolved) {
+  std::vector<std::string> modules = linear_modules(config);
+  const std::string lm_head = lm_head_module(config);
+  modules.push_back(lm_head);
   size_t width = 6;
   for (const auto& name : modules) width = std::max(width, name.size());
   std::printf("%-*s %4s %6s %5s %9s %6s  %s\n", static_cast<int>(width), "module", "bits", "group", "sym",
               "act-order", "method", "decided by");
-  const std::string method = options.method == Method::kGptq ? "gptq" : "rtn";
   for (const auto& name : modules) {
-    const std::optional<solver::Scheme> scheme = schemes.resolve(name);
-    const solver::SchemeResolver::Rule* rule = exact_rule(schemes, name);
-    const std::string why = rule && !rule->reason.empty() ? rule->reason : "default";
+    const bool is_head = name == lm_head;
+    const std::optional<solver::Scheme> scheme = is_head ? resolved.lm_head : resolved.schemes.resolve(name);
+    const solver::SchemeResolver::Rule* rule = resolved.schemes.deciding_rule(name);
+    const std::string why = rule && !rule->reason.empty() ? rule->reason
+                            : is_head && !scheme          ? "not named by a recipe rule"
+                                                          : "default";
     if (!scheme) {
       std::printf("%-*s %4s %6s %5s %9s %6s  %s\n", static_cast<int>(width), name.c_str(), "-", "-", "-", "-",
                   "skip", why.c_str());
       continue;
     }
     std::printf("%-*s %4d %6d %5s %9s %6s  %s\n", static_cast<int>(width), name.c_str(), scheme->quant.bits,
-                scheme->quant.group_size, scheme->quant.sym ? "yes" : "no",
-                options.gptq.desc_act && options.method == Method::kGptq ? "yes" : "no", method.c_str(), why.c_str());
+                scheme->quant.group_size, scheme->quant.sym ? "yes" : "no", scheme->act_order() ? "yes" : "no",
+                solver::method_name(scheme->method), why.c_str());
   }
   std::fflush(stdout);
 }
@@ -306,6 +341,31 @@ void refuse_quantized_source(const model::ModelConfig& config, const io::Checkpo
   }
 }
 
+// lm_head, when a recipe rule asked for it: GPTQ against the Hessian of the
+// final norm's output over every calibration token (the last block's output
+// is its input), or RTN. Tied embeddings are untied by the writer.
+void quantize_lm_head(const model::ModelConfig& config, const model::WeightSource& source, const at::Tensor& hidden,
+                      const solver::Scheme& scheme, const SolveContext& context, c10::ScalarType dtype,
+                      c10::Device device, const LinearSink& sink, PhaseTimes& times) {
+  const std::string name = lm_head_module(config);
+  model::HeadWeights head = model::load_head(source, config, dtype, device);
+  model::BlockWeights weights;
+  weights.tensors[name + ".weight"] = std::move(head.lm_head);
+  at::Tensor H;
+  int64_t n_rows = 0;
+  if (hidden.defined() && scheme.method == Method::kGptq) {
+    const auto start = Clock::now();
+    solver::HessianAccumulator hessian(config.hidden_size, device);
+    for (int64_t window = 0; window < hidden.size(0); ++window) {
+      hessian.add(model::apply_norm(config.arch.final_norm_kind, hidden[window], head.final_norm, config.rms_norm_eps));
+    }
+    H = hessian.hessian();
+    n_rows = hessian.n_samples();
+    times.hessian_s += seconds_since(start);
+  }
+  quantize_group({name}, H, n_rows, context, weights, sink, times);
+}
+
 nlohmann::json settings_json(const QuantizeOptions& options) {
   const auto& g = options.gptq;
   return {{"bits", g.quant.bits},       {"group_size", g.quant.group_size},
@@ -320,7 +380,7 @@ nlohmann::json settings_json(const QuantizeOptions& options) {
 nlohmann::json run_quantize(const QuantizeOptions& options) {
   const auto total_start = Clock::now();
   validate_options(options);
-  nlohmann::json report = {{"method", method_name(options.method)},
+  nlohmann::json report = {{"method", solver::method_name(options.method)},
                            {"model", options.model_dir.string()},
                            {"output", options.output_dir.string()},
                            {"settings", settings_json(options)}};
@@ -332,12 +392,17 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   model::CheckpointWeightSource source(options.model_dir);
   refuse_quantized_source(config, source.checkpoint(), options.model_dir);
   const std::unique_ptr<pack::OutputFormat> format = pack::make_output_format(options.format);
-  const solver::SchemeResolver schemes = resolve_schemes(options, config, *format);
+  const ResolvedSchemes resolved = resolve_schemes(options, config, *format);
+  const solver::SchemeResolver& schemes = resolved.schemes;
   if (options.dry_run) {
-    print_scheme_table(options, config, schemes);
+    print_scheme_table(config, resolved);
     report["dry_run"] = true;
     return report;
   }
+  // A recipe whose modules are all RTN needs no calibration data.
+  const bool calibrated = resolved.calibrated;
+  if (calibrated) validate_calibration(options);
+  report["method"] = calibrated ? "gptq" : "rtn";
   const backend::ComputeContext context =
       backend::resolve_compute(options.device, options.dtype, config.torch_dtype);
   const c10::Device device = context.device;
@@ -354,14 +419,14 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   phase_start = Clock::now();
   at::Tensor hidden;
   std::optional<model::RotaryCache> rope;
-  if (options.method == Method::kGptq) {
+  if (calibrated) {
     at::Tensor ids = calibration_ids(options, config, report);
     hidden = model::embed(config, model::load_embedding(source, config, dtype, device), ids.to(device));
     rope.emplace(config, options.seqlen, dtype, device);
   }
   const double calibration_s = seconds_since(phase_start);
 
-  LinearLog log(static_cast<int>(config.n_linears()), options);
+  LinearLog log(static_cast<int>(config.n_linears()) + (resolved.lm_head ? 1 : 0), options);
   nlohmann::json layers = nlohmann::json::array();
   std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
   PhaseTimes times;
@@ -388,7 +453,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     };
     try {
       model::BlockWeights weights = model::load_block(source, config, layer, dtype, device);
-      if (options.method == Method::kGptq) {
+      if (calibrated) {
         hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times,
                                      &block_stats);
       } else {
@@ -399,9 +464,27 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       rethrow_with_context(prefix.substr(0, prefix.size() - 1));
     }
   }
+  if (resolved.lm_head) {
+    block_options.solve.layer_prefix = "";
+    const LinearSink sink = [&](LinearResult&& result) {
+      log.record(result.name, result, layers);
+      if (!result.quantized) return;
+      zero_points_raised += result.n_zero_raised;
+      const auto write_start = Clock::now();
+      writer.add_linear(result.name, result.solved, result.scheme);
+      replaced.insert(result.name + ".weight");
+      write_s += seconds_since(write_start);
+    };
+    try {
+      quantize_lm_head(config, source, hidden, *resolved.lm_head, block_options.solve, dtype, device, sink, times);
+    } catch (...) {
+      log.finish();
+      rethrow_with_context(lm_head_module(config));
+    }
+  }
   log.finish();
   hidden = at::Tensor();
-  if (options.method == Method::kGptq) {
+  if (calibrated) {
     report["calibration"]["streamed"] = block_stats.mlp_recomputed;
     report["calibration"]["note"] = streaming_note(block_stats, options.block.max_held_bytes);
     spdlog::info("calibration: {}", report["calibration"]["note"].get<std::string>());
@@ -414,11 +497,14 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
   }
   pack::RunSettings settings;
-  settings.desc_act = options.method == Method::kGptq && options.gptq.desc_act;
+  settings.desc_act = calibrated && schemes.default_scheme().act_order();
   settings.damp_percent = options.gptq.damp_percent;
   settings.true_sequential = options.true_sequential;
   settings.static_groups = options.gptq.static_groups;
-  settings.method = method_name(options.method);
+  settings.method = calibrated ? "gptq" : "rtn";
+  settings.lm_head = resolved.lm_head.has_value();
+  settings.untie_word_embeddings =
+      settings.lm_head && model::lm_head_tensor_name(source, config) != config.arch.lm_head;
   const uint64_t output_bytes = writer.commit(schemes, settings);
   if (zero_points_raised > 0) {
     spdlog::info("{}: {} asymmetric group grid(s) had their zero point raised from 0 to 1 "

@@ -159,22 +159,7 @@ std::string rule_label(const Recipe& recipe, size_t rule_index) {
 }
 
 solver::SchemeResolver resolve_recipe(const Recipe& recipe, const solver::Scheme& default_scheme,
-                                      const std::vector<std::string>& modules) {
-  for (size_t idx = 0; idx < recipe.rules.size(); ++idx) {
-    const RecipeRule& rule = recipe.rules[idx];
-    const std::string where = recipe.source + ": " + rule_label(recipe, idx);
-    const SchemeKeys& keys = rule.keys;
-    for (const auto& [name, set] : {std::pair{"desc_act", keys.desc_act.has_value()},
-                                    {"static_groups", keys.static_groups.has_value()},
-                                    {"damp_percent", keys.damp_percent.has_value()},
-                                    {"method", keys.method.has_value()}}) {
-      GPTQ_CHECK_SUPPORTED(!set, where, ": key '", name,
-                           "' is a job-wide setting here; set it in \"default\" (per-module ", name,
-                           " is not supported yet)");
-    }
-    GPTQ_CHECK_SUPPORTED(!recipe_matches(rule.match, "lm_head"), where,
-                         ": quantizing lm_head is not supported (it stays in full precision)");
-  }
+                                      const std::vector<std::string>& modules, const std::string& lm_head) {
   // Rules compiled once; every module walks all of them in order.
   std::vector<std::regex> compiled;
   for (const RecipeRule& rule : recipe.rules) {
@@ -183,30 +168,39 @@ solver::SchemeResolver resolve_recipe(const Recipe& recipe, const solver::Scheme
   }
   std::vector<bool> used(recipe.rules.size(), false);
   solver::SchemeResolver resolver(default_scheme);
-  for (const std::string& module : modules) {
+  auto resolve_one = [&](const std::string& module, bool named_only) {
     solver::Scheme scheme = default_scheme;
     bool skipped = false;
     std::string decided_by;
     for (size_t idx = 0; idx < recipe.rules.size(); ++idx) {
+      const RecipeRule& rule = recipe.rules[idx];
+      if (named_only && rule.match.find(module) == std::string::npos) continue;
       if (!std::regex_match(module, compiled[idx])) continue;
       used[idx] = true;
-      const RecipeRule& rule = recipe.rules[idx];
       const SchemeKeys& keys = rule.keys;
       if (rule.skip) skipped = true;
-      const bool sets_scheme = keys.bits || keys.group_size || keys.sym || keys.mse;
+      const bool sets_scheme = keys.bits || keys.group_size || keys.sym || keys.mse || keys.desc_act ||
+                               keys.static_groups || keys.damp_percent || keys.method;
       if (sets_scheme && !rule.skip) skipped = false;  // a later rule quantizes it again
       if (keys.bits) scheme.quant.bits = *keys.bits;
       if (keys.group_size) scheme.quant.group_size = *keys.group_size;
       if (keys.sym) scheme.quant.sym = *keys.sym;
       if (keys.mse) scheme.quant.mse = *keys.mse;
+      if (keys.desc_act) scheme.desc_act = *keys.desc_act;
+      if (keys.static_groups) scheme.static_groups = *keys.static_groups;
+      if (keys.damp_percent) scheme.damp_percent = *keys.damp_percent;
+      if (keys.method) scheme.method = *keys.method == "rtn" ? solver::SolveMethod::kRtn : solver::SolveMethod::kGptq;
       decided_by += (decided_by.empty() ? "recipe " : ", ") + rule_label(recipe, idx);
     }
     if (skipped) {
       resolver.add_rule(solver::SchemeResolver::exact(module), std::nullopt, decided_by);
-    } else if (!(scheme == default_scheme)) {
+    } else if (!(scheme == default_scheme) || (named_only && !decided_by.empty())) {
       resolver.add_rule(solver::SchemeResolver::exact(module), scheme, decided_by);
     }
-  }
+  };
+  for (const std::string& module : modules) resolve_one(module, false);
+  // lm_head only by rules that spell it out: a catch-all "*" leaves it alone.
+  if (!lm_head.empty()) resolve_one(lm_head, true);
   for (size_t idx = 0; idx < recipe.rules.size(); ++idx) {
     GPTQ_CHECK(used[idx], recipe.source, ": ", rule_label(recipe, idx),
                " matches no quantizable module of this model (names look like '",

@@ -97,8 +97,9 @@ void apply_recipe_defaults(QuantizeCommandOptions& options) {
   if (keys.method) {
     const calib::Method method = *keys.method == "rtn" ? calib::Method::kRtn : calib::Method::kGptq;
     GPTQ_CHECK(job.method == calib::Method::kGptq || method == calib::Method::kRtn, options.recipe_path,
-               ": default method 'gptq' contradicts the rtn command; use 'gptq-quant quantize'");
-    job.method = method;
+               ": default method 'gptq' needs calibration, which 'gptq-quant rtn' does not take; use "
+               "'gptq-quant quantize --calib FILE'");
+    job.default_method = method;
   }
 }
 
@@ -174,6 +175,7 @@ Command add_quantize_command(CLI::App& parent) {
       ->capture_default_str();
   command.run = [options] {
     options->job.method = calib::Method::kGptq;
+    options->job.default_method = calib::Method::kGptq;
     return run_quantize_job(*options);
   };
   return command;

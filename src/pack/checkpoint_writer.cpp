@@ -92,6 +92,7 @@ uint64_t CheckpointWriter::commit(const solver::SchemeResolver& schemes, const R
   const nlohmann::json quantization = format_.quantization_config(schemes, settings);
   nlohmann::json config = read_json(source_dir_ / "config.json");
   config["quantization_config"] = quantization;
+  if (settings.untie_word_embeddings) config["tie_word_embeddings"] = false;
   write_json(temp_dir_ / "config.json", config);
   write_json(temp_dir_ / "quantize_config.json", quantization);
 

@@ -56,7 +56,7 @@ class GptqV1Format : public OutputFormat {
         {"group_size", quant.group_size},
         {"desc_act", settings.desc_act},
         {"sym", quant.sym},
-        {"lm_head", false},
+        {"lm_head", settings.lm_head},
         {"checkpoint_format", name()},
         {"format", name()},
         {"pack_dtype", "int32"},
@@ -73,9 +73,11 @@ class GptqV1Format : public OutputFormat {
         dynamic["-:" + rule.pattern] = nlohmann::json::object();
         continue;
       }
+      // The keys loaders read per module (vLLM's override_config: these four).
       dynamic["+:" + rule.pattern] = {{"bits", rule.scheme->quant.bits},
                                       {"group_size", rule.scheme->quant.group_size},
-                                      {"sym", rule.scheme->quant.sym}};
+                                      {"sym", rule.scheme->quant.sym},
+                                      {"desc_act", rule.scheme->act_order()}};
     }
     if (!dynamic.empty()) config["dynamic"] = dynamic;
     return config;

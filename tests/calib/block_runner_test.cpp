@@ -68,7 +68,7 @@ model::BlockWeights clone(const model::BlockWeights& block) {
 // what it points to.
 struct Job {
   explicit Job(const solver::GptqConfig& gptq)
-      : schemes(solver::Scheme{gptq.quant}), format(pack::make_output_format("gptq")) {
+      : schemes(solver::scheme_of(gptq)), format(pack::make_output_format("gptq")) {
     options.solve = {&schemes, format.get(), gptq, "model.layers.0."};
   }
   Job(const Job&) = delete;
@@ -336,13 +336,58 @@ TEST(BlockRunnerSchemes, ResolverSkipsAndOverridesPerLinear) {
                  weights, results.sink(), times);
   const auto& up = results.results.at("mlp.up_proj");
   EXPECT_FALSE(up.quantized);
-  EXPECT_EQ(up.skip_reason, "kept in full precision by the scheme");
+  EXPECT_EQ(up.skip_reason, "test exclusion");
   EXPECT_TRUE(weights.tensors.at("mlp.up_proj.weight").equal(up_before));
   const auto& gate = results.results.at("mlp.gate_proj");
   ASSERT_TRUE(gate.quantized);
   EXPECT_EQ(gate.scheme.quant.bits, 8);
   EXPECT_EQ(gate.n_stacked, 1);
   EXPECT_LE(gate.solved.codes.max().item<int64_t>(), 255);
+}
+
+// A recipe's per-module solver settings reach the solve: one linear of the
+// group by RTN, one with act-order and more damping, each as the solver
+// alone computes it and each in its own stack.
+TEST(BlockRunnerSchemes, PerModuleMethodActOrderAndDamping) {
+  const auto config = tiny_config();
+  model::BlockWeights weights = random_block(config, 14);
+  const model::BlockWeights before = clone(weights);
+  at::manual_seed(15);
+  solver::HessianAccumulator accumulator(config.hidden_size, at::kCPU);
+  accumulator.add(at::randn({128, config.hidden_size}) * at::linspace(0.1, 3.0, config.hidden_size));
+  const at::Tensor H = accumulator.hessian();
+  Job job(grouped(16));
+  solver::Scheme rtn = job.schemes.default_scheme();
+  rtn.method = solver::SolveMethod::kRtn;
+  job.schemes.add_rule(solver::SchemeResolver::exact("model.layers.0.mlp.gate_proj"), rtn);
+  solver::Scheme act_order = job.schemes.default_scheme();
+  act_order.desc_act = true;
+  act_order.damp_percent = 0.1;
+  job.schemes.add_rule(solver::SchemeResolver::exact("model.layers.0.mlp.up_proj"), act_order);
+  Collected results;
+  PhaseTimes times;
+  quantize_group({"mlp.gate_proj", "mlp.up_proj"}, H, 128, job.options.solve, weights, results.sink(), times);
+
+  const auto& gate = results.results.at("mlp.gate_proj");
+  ASSERT_TRUE(gate.quantized);
+  EXPECT_EQ(gate.scheme.method, solver::SolveMethod::kRtn);
+  EXPECT_EQ(gate.n_stacked, 1);
+  const solver::QuantizedWeight gate_rtn =
+      solver::rtn_quantize(before.at("mlp.gate_proj.weight"), job.format->solver_scheme(rtn).quant);
+  EXPECT_TRUE(gate.solved.codes.equal(gate_rtn.codes));
+  EXPECT_TRUE(weights.at("mlp.gate_proj.weight").equal(gate_rtn.dequantized));
+
+  const auto& up = results.results.at("mlp.up_proj");
+  ASSERT_TRUE(up.quantized);
+  EXPECT_EQ(up.n_stacked, 1);
+  EXPECT_DOUBLE_EQ(up.damp_used, 0.1);
+  const solver::QuantizedWeight up_gptq = solver::gptq_quantize(
+      before.at("mlp.up_proj.weight"), H,
+      solver::solve_config(job.options.solve.gptq, job.format->solver_scheme(act_order)));
+  EXPECT_TRUE(up.solved.codes.equal(up_gptq.codes));
+  EXPECT_TRUE(up.solved.g_idx.equal(up_gptq.g_idx));
+  // Act-order: the group of a column follows the permutation, not the column index.
+  EXPECT_FALSE(up.solved.g_idx.equal(at::arange(config.hidden_size, at::kInt).div(16, "floor")));
 }
 
 // Asymmetric v1 grids never store a zero point of 0 (vLLM and AutoGPTQ would

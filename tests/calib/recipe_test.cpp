@@ -90,12 +90,40 @@ TEST(Recipe, BadRecipesNameTheRuleAndTheKey) {
   EXPECT_NE(error_of<InputError>([&] { resolve_recipe(unmatched, base, kModules); })
                 .find("rules[0] (match '*.attn.*') matches no quantizable module"),
             std::string::npos);
-  const Recipe per_rule_act_order = parse({{"rules", {{{"match", "*"}, {"desc_act", true}}}}});
-  EXPECT_NE(error_of<UnsupportedError>([&] { resolve_recipe(per_rule_act_order, base, kModules); })
-                .find("key 'desc_act' is a job-wide setting"),
-            std::string::npos);
-  const Recipe head = parse({{"rules", {{{"match", "lm_head"}, {"bits", 8}}}}});
-  EXPECT_NE(error_of<UnsupportedError>([&] { resolve_recipe(head, base, kModules); }).find("lm_head"),
+}
+
+TEST(Recipe, SolverKeysApplyPerRule) {
+  const Recipe recipe = parse({{"rules",
+                                {{{"match", "*.mlp.*"}, {"desc_act", true}, {"damp_percent", 0.05}},
+                                 {{"match", "*.down_proj"}, {"method", "rtn"}, {"static_groups", true}}}}});
+  const solver::SchemeResolver resolver = resolve_recipe(recipe, scheme(4, 128), kModules);
+  solver::Scheme mlp = scheme(4, 128);
+  mlp.desc_act = true;
+  mlp.damp_percent = 0.05;
+  EXPECT_EQ(resolver.resolve("model.layers.0.mlp.gate_proj"), mlp);
+  solver::Scheme down = mlp;
+  down.method = solver::SolveMethod::kRtn;
+  down.static_groups = true;
+  EXPECT_EQ(resolver.resolve("model.layers.0.mlp.down_proj"), down);
+  EXPECT_FALSE(resolver.resolve("model.layers.0.mlp.down_proj")->act_order());
+  EXPECT_EQ(resolver.resolve("model.layers.0.self_attn.q_proj"), scheme(4, 128));
+}
+
+// lm_head: only rules that spell it out apply; a catch-all leaves it alone.
+TEST(Recipe, LmHeadOnlyByARuleNamingIt) {
+  const solver::Scheme base = scheme(4, 128);
+  const Recipe catch_all = parse({{"rules", {{{"match", "*"}, {"bits", 8}}}}});
+  EXPECT_EQ(resolve_recipe(catch_all, base, kModules, "lm_head").deciding_rule("lm_head"), nullptr);
+  const Recipe named = parse({{"rules", {{{"match", "*"}, {"bits", 8}}, {{"match", "lm_head"}, {"group_size", 64}}}}});
+  const solver::SchemeResolver resolver = resolve_recipe(named, base, kModules, "lm_head");
+  ASSERT_NE(resolver.deciding_rule("lm_head"), nullptr);
+  EXPECT_EQ(resolver.resolve("lm_head"), scheme(4, 64));  // the catch-all's bits do not reach it
+  // Named with the default scheme: still a rule, so the pipeline knows it was asked for.
+  const Recipe plain = parse({{"rules", {{{"match", "lm_head"}, {"bits", 4}}}}});
+  ASSERT_NE(resolve_recipe(plain, base, kModules, "lm_head").deciding_rule("lm_head"), nullptr);
+  EXPECT_EQ(resolve_recipe(plain, base, kModules, "lm_head").resolve("lm_head"), base);
+  // Without an lm_head to offer, such a rule matches nothing.
+  EXPECT_NE(error_of<InputError>([&] { resolve_recipe(plain, base, kModules); }).find("matches no quantizable"),
             std::string::npos);
 }
 

@@ -5,6 +5,7 @@ perplexity with transformers on any set of weights, and load a checkpoint in
 GPTQModel (in a fresh interpreter)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -164,11 +165,24 @@ def gptqmodel_logits(model_dir: Path, ids_file: Path, out_file: Path) -> np.ndar
     return np.load(out_file)
 
 
+def unpacked_codes(out_dir, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes [out, in], g_idx [in]) of one packed linear, read from the tensors alone."""
+    tensors = {}
+    for shard in sorted(Path(out_dir).glob("*.safetensors")):
+        tensors.update(load_file(str(shard)))
+    qweight, g_idx = tensors[prefix + ".qweight"].numpy(), tensors[prefix + ".g_idx"].numpy().astype(np.int64)
+    return _unpack_rows(qweight.T.copy(), module_bits(qweight, g_idx)), g_idx
+
+
 def write_dequantized(model_dir: Path, quantized: Path, dest: Path) -> Path:
     """The GPTQ checkpoint's weights, dequantized, as a plain checkpoint with
-    the source's config (transformers fuses MoE per-expert tensors on load)."""
+    the source's config (transformers fuses MoE per-expert tensors on load);
+    a quantized lm_head of a tied model stays untied, as the output says."""
     dest.mkdir()
-    shutil.copy(model_dir / "config.json", dest / "config.json")
+    config = json.loads((model_dir / "config.json").read_text())
+    if not json.loads((Path(quantized) / "config.json").read_text()).get("tie_word_embeddings", True):
+        config["tie_word_embeddings"] = False
+    (dest / "config.json").write_text(json.dumps(config))
     state = {name: tensor.contiguous() for name, tensor in dequantize_checkpoint(quantized).items()}
     save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
     return dest

@@ -1,10 +1,13 @@
 """Mixed-precision recipes (--recipe), checked from the outside:
 
-1. A recipe with three precisions and a skipped module: an independent unpack
-   (bits from each module's own shapes, not our config) finds every module at
-   the bits the recipe asked, the skipped one as a plain .weight; GPTQModel
-   loads the checkpoint (its "dynamic" map) and gives our logits; transformers
-   on the dequantized weights gives our perplexity.
+1. A recipe with three precisions, a skipped module, an RTN module, an
+   act-order module and a quantized lm_head: an independent unpack (bits from
+   each module's own shapes, not our config) finds every module at the bits
+   the recipe asked, the skipped one as a plain .weight, the RTN one equal to
+   round-to-nearest written here, only the act-order one with a permuted
+   g_idx; GPTQModel loads the checkpoint (its "dynamic" map, lm_head
+   quantized) and gives our logits; transformers on the dequantized weights
+   gives our perplexity. A tied model's quantized lm_head is written untied.
 2. Every preset in configs/ quantizes a fixture model it fits, each module at
    the preset's bits; --dry-run prints the same table without writing.
 3. On a trained model, attention 8-bit + MLP 4-bit lands between uniform
@@ -19,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from hf_fixtures import hf_perplexity, make_tiny_model, random_ids, write_ids
 from model_driver import our_logits, our_ppl, run_cli
 from quant_fixtures import (encode, gptqmodel_logits, module_bits, quantize, save_word_tokenizer,
-                            stories_text, train_tiny_llama, windows, write_dequantized)
+                            stories_text, train_tiny_llama, unpacked_codes, windows, write_dequantized)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 N_SAMPLES, SEQLEN = 16, 64
@@ -58,18 +62,44 @@ def write_recipe(path: Path, recipe: dict) -> Path:
 MIXED = {"default": {"bits": 4, "group_size": 32, "sym": True},
          "rules": [{"match": "*.self_attn.*", "bits": 8, "group_size": 64},
                    {"match": "re:model\\.layers\\.0\\.mlp\\..*", "bits": 2},
-                   {"match": "model.layers.1.mlp.down_proj", "skip": True}]}
+                   {"match": "model.layers.1.mlp.down_proj", "skip": True},
+                   {"match": "model.layers.1.mlp.up_proj", "method": "rtn"},
+                   {"match": "model.layers.1.mlp.gate_proj", "desc_act": True, "damp_percent": 0.05},
+                   {"match": "lm_head", "bits": 8, "group_size": 32}]}
 
 
 def expected_mixed_bits(module: str) -> int | None:
     if module == "model.layers.1.mlp.down_proj":
         return None
-    if ".self_attn." in module:
+    if ".self_attn." in module or module == "lm_head":
         return 8
     return 2 if module.startswith("model.layers.0.mlp.") else 4
 
 
-def test_three_precisions_and_a_skip_load_in_gptqmodel(tmp_path):
+def rtn_codes(weight: torch.Tensor, bits: int, group_size: int) -> np.ndarray:
+    """Symmetric min-max round-to-nearest codes, written from the GPTQ grid's definition."""
+    maxq = 2 ** bits - 1
+    w = weight.float().reshape(weight.shape[0], -1, group_size)
+    xmax = torch.maximum(w.abs().amax(-1, keepdim=True), torch.full_like(w[..., :1], 1e-30))
+    scale = 2 * xmax / maxq
+    zero = (maxq + 1) / 2
+    return torch.clamp(torch.round(w / scale) + zero, 0, maxq).reshape(weight.shape).long().numpy()
+
+
+def assert_loads_in_gptqmodel_as_ours(model_dir: Path, out: Path, tmp_path: Path) -> None:
+    """GPTQModel's logits equal ours (fp16), and transformers on the
+    dequantized weights gives our perplexity."""
+    ids_file = write_ids(tmp_path / "ids.json", random_ids(2, 40, 320, seed=5))
+    ours = our_logits(out, ids_file, tmp_path / "logits.bin", dtype="fp16")
+    theirs = gptqmodel_logits(out, ids_file, tmp_path / "theirs.npy")
+    assert float(np.abs(ours - theirs).max() / np.abs(theirs).max()) < 1e-2
+    ids = random_ids(1, 64 * 4, 320, seed=9).flatten()
+    mine = our_ppl(out, "--tokens", write_ids(tmp_path / "ppl.json", ids), "--seqlen", 64)
+    ref = hf_perplexity(write_dequantized(model_dir, out, tmp_path / "dequantized"), ids, seqlen=64)
+    assert abs(mine["ppl"] / ref["ppl"] - 1) < 1e-3, (mine, ref)
+
+
+def test_three_precisions_a_skip_rtn_act_order_and_lm_head_load_in_gptqmodel(tmp_path):
     pytest.importorskip("gptqmodel")
     model_dir = make_tiny_model("llama", tmp_path / "model", seed=7)
     save_word_tokenizer(model_dir, 320)
@@ -77,22 +107,66 @@ def test_three_precisions_and_a_skip_load_in_gptqmodel(tmp_path):
     quantize(model_dir, out, "--recipe", write_recipe(tmp_path / "r.json", MIXED), "--calib", calib(tmp_path),
              "--nsamples", N_SAMPLES, "--seqlen", SEQLEN, "--report", report_path)
     bits = packed_bits(out)
-    assert len(bits) == 14
+    assert len(bits) == 15 and "lm_head" in bits
     for module, found in bits.items():
         assert found == expected_mixed_bits(module), (module, found)
     report = {e["name"]: e for e in json.loads(report_path.read_text())["layers"]}
     assert not report["model.layers.1.mlp.down_proj"]["quantized"]
+    assert "rules[2] (match 'model.layers.1.mlp.down_proj')" in report["model.layers.1.mlp.down_proj"]["reason"]
     assert report["model.layers.0.self_attn.q_proj"]["group_size"] == 64
+    assert report["model.layers.1.mlp.up_proj"]["method"] == "rtn"
+    assert report["model.layers.1.mlp.gate_proj"]["desc_act"] and report["model.layers.1.mlp.gate_proj"]["damp_used"] == 0.05
+    assert report["lm_head"]["quantized"] and report["lm_head"]["n_tokens"] == N_SAMPLES * SEQLEN
 
-    ids_file = write_ids(tmp_path / "ids.json", random_ids(2, 40, 320, seed=5))
-    ours = our_logits(out, ids_file, tmp_path / "logits.bin", dtype="fp16")
-    theirs = gptqmodel_logits(out, ids_file, tmp_path / "theirs.npy")
-    assert float(np.abs(ours - theirs).max() / np.abs(theirs).max()) < 1e-2
+    # The RTN module is plain round-to-nearest of the original weight; the
+    # act-order one has a permuted g_idx, every other one the natural order.
+    original = load_file(str(model_dir / "model.safetensors"))
+    codes, _ = unpacked_codes(out, "model.layers.1.mlp.up_proj")
+    expected = rtn_codes(original["model.layers.1.mlp.up_proj.weight"], 4, 32)
+    assert np.mean(codes == expected) > 0.999, np.mean(codes == expected)
+    for module in bits:
+        if bits[module] is None:
+            continue
+        _, g_idx = unpacked_codes(out, module)
+        natural = np.arange(len(g_idx)) // report[module]["group_size"]
+        assert (module == "model.layers.1.mlp.gate_proj") != bool(np.array_equal(g_idx, natural)), module
+    quantization = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert quantization["lm_head"] is True and quantization["desc_act"] is False
+    assert quantization["dynamic"]["+:model\\.layers\\.1\\.mlp\\.gate_proj"]["desc_act"] is True
+    assert quantization["dynamic"]["+:lm_head"]["bits"] == 8
 
-    ids = random_ids(1, 64 * 4, 320, seed=9).flatten()
-    mine = our_ppl(out, "--tokens", write_ids(tmp_path / "ppl.json", ids), "--seqlen", 64)
-    ref = hf_perplexity(write_dequantized(model_dir, out, tmp_path / "dequantized"), ids, seqlen=64)
-    assert abs(mine["ppl"] / ref["ppl"] - 1) < 1e-3, (mine, ref)
+    assert_loads_in_gptqmodel_as_ours(model_dir, out, tmp_path)
+
+
+def test_lm_head_of_a_tied_model_is_untied_and_loads(tmp_path):
+    """A tied model's lm_head is the embedding: quantizing it writes lm_head
+    on its own, keeps embed_tokens, and unties the config."""
+    pytest.importorskip("gptqmodel")
+    model_dir = make_tiny_model("llama-tied", tmp_path / "model", seed=8)
+    save_word_tokenizer(model_dir, 320)
+    out = tmp_path / "gptq"
+    quantize(model_dir, out, "--recipe", write_recipe(tmp_path / "r.json", {"rules": [{"match": "lm_head"}]}),
+             "--group-size", 32, "--calib", calib(tmp_path), "--nsamples", N_SAMPLES, "--seqlen", SEQLEN)
+    config = json.loads((out / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and config["quantization_config"]["lm_head"] is True
+    assert "+:lm_head" not in config["quantization_config"].get("dynamic", {})  # the default scheme
+    tensors = load_file(str(out / "model.safetensors"))
+    assert "lm_head.qweight" in tensors and "model.embed_tokens.weight" in tensors and "lm_head.weight" not in tensors
+
+    assert_loads_in_gptqmodel_as_ours(model_dir, out, tmp_path)
+
+
+def test_all_rtn_recipe_needs_no_calibration(tmp_path):
+    model_dir = make_tiny_model("llama", tmp_path / "model", seed=7)
+    out, report_path = tmp_path / "gptq", tmp_path / "report.json"
+    recipe = write_recipe(tmp_path / "r.json", {"default": {"bits": 4, "group_size": 32, "method": "rtn"}})
+    quantize(model_dir, out, "--recipe", recipe, "--report", report_path)
+    report = json.loads(report_path.read_text())
+    assert report["method"] == "rtn" and all(e["method"] == "rtn" for e in report["layers"])
+    proc = run_cli("rtn", "--model", model_dir, "--output", tmp_path / "rtn", "--recipe",
+                   write_recipe(tmp_path / "g.json", {"default": {"group_size": 32},
+                                                      "rules": [{"match": "*.mlp.*", "method": "gptq"}]}))
+    assert proc.returncode == 2 and "method 'gptq' (recipe rules[0] (match '*.mlp.*')) needs calibration" in proc.stderr
 
 
 # Preset -> the fixture it fits (widths divisible by its group sizes).
@@ -121,6 +195,7 @@ def test_presets_are_listed_and_each_quantizes_a_fixture(tmp_path):
         assert dry.returncode == 0, dry.stderr
         assert not (tmp_path / name / "dry").exists()
         table = {line.split()[0]: line.split()[1] for line in dry.stdout.splitlines()[1:]}
+        assert table.pop("lm_head") == "-", name  # no preset names lm_head: it stays as it is
         out = tmp_path / name / "gptq"
         quantize(model_dir, out, "--recipe", CONFIGS / name, "--calib", calib(tmp_path / name),
                  "--nsamples", N_SAMPLES, "--seqlen", SEQLEN)
@@ -159,7 +234,8 @@ def test_attention_8bit_mlp_4bit_lands_between_uniform_4_and_8(tmp_path):
     ({"default": {"group_size": 32}, "rules": [{"match": "*.mlp.down_proj", "group_size": 48}]},
      "model.layers.0.mlp.down_proj: group_size 48 (recipe rules[0] (match '*.mlp.down_proj')) does not divide"),
     ({"default": {"group_size": 128}}, "r.json default) does not divide its 64 input columns"),
-    ({"rules": [{"match": "*.mlp.*", "desc_act": True}]}, "key 'desc_act' is a job-wide setting"),
+    ({"default": {"group_size": 32}, "rules": [{"match": "*.mlp.*", "static_groups": True, "group_size": -1}]},
+     "static_groups (recipe rules[0] (match '*.mlp.*')) needs a positive group_size"),
 ])
 def test_bad_recipe_exits_2_naming_rule_and_key(recipe, message, tmp_path):
     model_dir = make_tiny_model("llama", tmp_path / "model", seed=7)

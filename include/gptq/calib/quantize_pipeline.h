@@ -30,15 +30,21 @@
 #include "gptq/calib/recipe.h"
 #include "gptq/model/forward.h"
 #include "gptq/solver/gptq.h"
+#include "gptq/solver/scheme.h"
 
 namespace gptq::calib {
 
-enum class Method { kGptq, kRtn };
+using Method = solver::SolveMethod;
 
 struct QuantizeOptions {
   std::filesystem::path model_dir;
   std::filesystem::path output_dir;
+  // The command: kGptq (`quantize`: calibrates when some module is solved
+  // with GPTQ) or kRtn (`rtn`: no calibration; every module must be RTN).
   Method method = Method::kGptq;
+  // How a module no recipe rule decides is solved under `quantize` (a
+  // recipe's default "method"); under `rtn` always RTN.
+  Method default_method = Method::kGptq;
   solver::GptqConfig gptq;          // quant settings (and damping, act-order for GPTQ)
   bool true_sequential = true;
   model::BlockOptions block;         // windows per chunk, MLP hold budget (model/forward.h)

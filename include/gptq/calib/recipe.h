@@ -14,12 +14,13 @@
 // checkpoint's precision (a later rule with scheme keys quantizes it again).
 // Command-line scheme flags override "default".
 //
+// Every scheme key works per rule, including the solver's (desc_act,
+// static_groups, damp_percent, method). lm_head is quantized only by a rule
+// whose match spells out "lm_head" (a catch-all "*" leaves it alone).
+//
 // Every problem is an InputError naming the file, the rule and the key,
 // raised before any work: unknown keys, mistyped or out-of-range values, a
-// rule that matches no module of the model. desc_act, static_groups,
-// damp_percent and method are job-wide settings today: allowed in
-// "default", refused (UnsupportedError) in a rule; lm_head is never
-// quantized (a rule naming it is refused).
+// rule that matches no module of the model.
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -65,12 +66,14 @@ bool recipe_matches(const std::string& match, const std::string& module_name);
 std::string rule_label(const Recipe& recipe, size_t rule_index);
 
 // The resolver a recipe gives for `modules` (full names of every quantizable
-// linear), on top of `default_scheme` (the recipe's default with the command
-// line's flags already applied): one exact-name rule per module whose scheme
-// differs from the default, labelled with the rules that decided it.
-// InputError for a rule matching none of `modules`; UnsupportedError for a
-// job-wide key in a rule or a rule naming lm_head.
+// decoder linear) and the output projection `lm_head` (its name; empty: the
+// model has none to offer), on top of `default_scheme` (the recipe's default
+// with the command line's flags already applied): one exact-name rule per
+// module whose scheme differs from the default, labelled with the rules that
+// decided it, and one for lm_head whenever a rule spelling it out matched
+// (no rule: lm_head stays in full precision). InputError for a rule
+// matching none of them.
 solver::SchemeResolver resolve_recipe(const Recipe& recipe, const solver::Scheme& default_scheme,
-                                      const std::vector<std::string>& modules);
+                                      const std::vector<std::string>& modules, const std::string& lm_head = "");
 
 }  // namespace gptq::calib

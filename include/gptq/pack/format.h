@@ -43,6 +43,10 @@ struct RunSettings {
   bool true_sequential = true;
   bool static_groups = false;
   std::string method = "gptq";  // "gptq" or "rtn" (meta only)
+  bool lm_head = false;          // lm_head is stored quantized ("lm_head": true)
+  // lm_head was quantized from a tied embedding: config.json gets
+  // tie_word_embeddings false (embed_tokens stays, lm_head is its own tensor).
+  bool untie_word_embeddings = false;
 };
 
 class OutputFormat {

@@ -23,6 +23,7 @@ struct QuantConfig {            // per-row / per-group asymmetric or symmetric m
   bool sym = true;              // sym: zero = (maxq + 1) / 2
   bool mse = false;             // reference mse=True grid search of the clip range
   int min_zero = 0;             // asym: smallest zero point (0 or 1); sym ignores it
+  bool operator==(const QuantConfig& other) const = default;
 };
 
 // Throws InputError unless bits is 2, 3, 4 or 8, group_size is -1 or > 0 and
