@@ -219,12 +219,26 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
   const solver::GptqConfig config = solver::solve_config(context.gptq, stack.scheme);
   const bool gptq = H.defined() && stack.scheme.method == solver::SolveMethod::kGptq;
   solver::QuantizedWeight solved;
-  try {
-    solved = gptq ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
-  } catch (...) {
+  std::string solve_failure;  // set when GPTQ failed numerically and RTN stood in
+  auto stack_name = [&] {
     std::string names;
     for (const auto& name : stack.names) names += (names.empty() ? "" : "+") + name;
-    rethrow_with_context(context.layer_prefix + names);
+    return context.layer_prefix + names;
+  };
+  try {
+    solved = gptq ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
+  } catch (const NumericalError& e) {
+    if (!gptq || !context.rtn_on_solve_failure) rethrow_with_context(stack_name());
+    solve_failure = e.what();
+    spdlog::warn("{}: {}; quantized by round-to-nearest instead (--on-solve-failure rtn)", stack_name(),
+                 solve_failure);
+    try {
+      solved = solver::rtn_quantize(W, config, at::Tensor());
+    } catch (...) {
+      rethrow_with_context(stack_name());
+    }
+  } catch (...) {
+    rethrow_with_context(stack_name());
   }
   const double elapsed = seconds_since(start);
   times.solve_s += elapsed;
@@ -246,6 +260,10 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
                                ? solved.zero_raised.narrow(0, row_start, n_rows).sum().item<int64_t>()
                                : 0;
     result.scheme = stack.scheme;
+    if (!solve_failure.empty()) {
+      result.scheme.method = solver::SolveMethod::kRtn;
+      result.solve_failure = solve_failure;
+    }
     result.solved.codes = solved.codes.narrow(0, row_start, n_rows);
     result.solved.zeros = solved.zeros.narrow(1, row_start, n_rows);
     result.solved.scales = solved.scales.narrow(1, row_start, n_rows);

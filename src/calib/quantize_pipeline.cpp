@@ -12,6 +12,7 @@
 #include "gptq/calib/calibration.h"
 #include "gptq/tokenizer/tokenizer.h"
 #include "gptq/core/error.h"
+#include "gptq/core/interrupt.h"
 #include "gptq/core/log.h"
 #include "gptq/core/progress.h"
 #include "gptq/io/safetensors.h"
@@ -119,6 +120,7 @@ class LinearLog {
       entry["zero_points_raised"] = result.n_zero_raised;
       entry["solved_with"] = result.n_stacked;
       entry["method"] = result.n_hessian_rows > 0 ? solver::method_name(result.scheme.method) : "rtn";
+      if (!result.solve_failure.empty()) entry["solve_failure"] = result.solve_failure;
       entry["desc_act"] = result.n_hessian_rows > 0 && result.scheme.act_order();
     } else {
       entry["reason"] = result.skip_reason;
@@ -432,7 +434,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   PhaseTimes times;
   double write_s = 0;
   BlockQuantizeOptions block_options;
-  block_options.solve = {&schemes, format.get(), options.gptq, ""};
+  block_options.solve = {&schemes, format.get(), options.gptq, "", options.rtn_on_solve_failure};
   block_options.true_sequential = options.true_sequential;
   block_options.block = options.block;
   model::BlockStats block_stats;
@@ -450,12 +452,17 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       writer.add_linear(full_name, result.solved, result.scheme);
       replaced.insert(full_name + ".weight");
       write_s += seconds_since(write_start);
+      throw_if_interrupted(full_name);
     };
     try {
+      throw_if_interrupted("the start of " + prefix.substr(0, prefix.size() - 1));
       model::BlockWeights weights = model::load_block(source, config, layer, dtype, device);
       if (calibrated) {
         hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times,
                                      &block_stats);
+        // fp16 overflow or a degenerate weight shows up here first, named by its block.
+        GPTQ_CHECK_NUMERIC(at::isfinite(hidden).all().item<bool>(), "the block's output holds NaN or Inf (in ",
+                           model::dtype_to_hf_name(dtype), "; fp16 overflows easily: try --dtype bf16 or fp32)");
       } else {
         quantize_block_rtn(config, weights, block_options.solve, sink, times);
       }
@@ -494,6 +501,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   phase_start = Clock::now();
   const io::Checkpoint& checkpoint = source.checkpoint();
   for (const auto& name : checkpoint.names()) {
+    throw_if_interrupted("the copy of the unquantized tensors");
     if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
   }
   pack::RunSettings settings;

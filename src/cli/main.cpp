@@ -4,6 +4,7 @@
 
 #include "cli/command.h"
 #include "gptq/core/error.h"
+#include "gptq/core/interrupt.h"
 #include "gptq/core/log.h"
 #include "gptq/core/version.h"
 
@@ -18,7 +19,8 @@ constexpr const char* kFooter =
     "\nRun 'gptq-quant <subcommand> --help' for its options. Exit status: 0 ok,\n"
     "2 usage or input error (fix the input), 1 a failure on valid input: 'numerical\n"
     "failure: ...' (a NaN Hessian, Cholesky failing after every damping retry) or\n"
-    "'runtime failure: ...' (I/O, memory, a bug).";
+    "'runtime failure: ...' (I/O, memory, a bug); 130 / 143 SIGINT / SIGTERM honoured\n"
+    "at a clean point (nothing partial left).";
 
 }  // namespace
 
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  gptq::install_interrupt_handlers();
   gptq::log::setup(quiet     ? gptq::log::Verbosity::kQuiet
                    : verbose ? gptq::log::Verbosity::kVerbose
                              : gptq::log::Verbosity::kNormal);

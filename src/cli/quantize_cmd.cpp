@@ -158,6 +158,13 @@ Command add_quantize_command(CLI::App& parent) {
           "hold the MLP activations of all windows up to this size, else recompute them per "
           "chunk (0: always recompute; default 1024)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  command.app
+      ->add_option_function<std::string>(
+          "--on-solve-failure", [options](const std::string& policy) { options->job.rtn_on_solve_failure = policy == "rtn"; },
+          "a GPTQ solve that fails numerically (Cholesky after every damping retry): 'error' ends the job "
+          "naming the linear (default); 'rtn' rounds that linear to nearest, warns, and notes it in the report")
+      ->check(CLI::IsMember({"error", "rtn"}))
+      ->default_str("error");
   const std::map<std::string, model::MoeCalibration> moe_modes = {
       {"routed", model::MoeCalibration::kRouted}, {"all", model::MoeCalibration::kAll}};
   command.app

@@ -11,6 +11,8 @@ void rethrow_with_context(const std::string& context) {
     throw InputError(context + ": " + e.what());
   } catch (const UnsupportedError& e) {
     throw UnsupportedError(context + ": " + e.what());
+  } catch (const InterruptedError& e) {
+    throw InterruptedError(context + ": " + e.what(), e.signal_number());
   } catch (const NumericalError& e) {
     throw NumericalError(context + ": " + e.what());
   } catch (const Error& e) {

@@ -22,6 +22,9 @@ at::Tensor load_checked(const WeightSource& source, const std::string& name,
   GPTQ_CHECK(tensor.sizes() == c10::IntArrayRef(expected), source.describe(), ": tensor '", name,
              "' has shape ", shape_string(tensor.sizes()), ", config.json implies ",
              shape_string(expected));
+  // Checked in the compute dtype: a value the conversion overflowed is as unusable as a stored NaN.
+  GPTQ_CHECK(at::isfinite(tensor).all().item<bool>(), source.describe(), ": tensor '", name,
+             "' holds NaN or Inf values", tensor.scalar_type() == at::kHalf ? " (in fp16: try --dtype bf16)" : "");
   return tensor;
 }
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
+#include "gptq/core/error.h"
 #include "gptq/pack/format.h"
 #include "gptq/solver/solver.h"
 
@@ -388,6 +389,46 @@ TEST(BlockRunnerSchemes, PerModuleMethodActOrderAndDamping) {
   EXPECT_TRUE(up.solved.g_idx.equal(up_gptq.g_idx));
   // Act-order: the group of a column follows the permutation, not the column index.
   EXPECT_FALSE(up.solved.g_idx.equal(at::arange(config.hidden_size, at::kInt).div(16, "floor")));
+}
+
+// An indefinite Hessian defeats every damping retry: by default the error
+// names the stack and the damping tried; --on-solve-failure rtn rounds the
+// stack to nearest instead and says why in each result.
+TEST(BlockRunnerSchemes, FailedSolveErrorsOrFallsBackToRtn) {
+  const auto config = tiny_config();
+  const at::Tensor H = -at::eye(config.hidden_size);
+  for (const bool fallback : {false, true}) {
+    SCOPED_TRACE(fallback ? "rtn" : "error");
+    model::BlockWeights weights = random_block(config, 16);
+    const at::Tensor gate_before = weights.at("mlp.gate_proj.weight").clone();
+    Job job(grouped(16));
+    job.options.solve.rtn_on_solve_failure = fallback;
+    Collected results;
+    PhaseTimes times;
+    auto run = [&] {
+      quantize_group({"mlp.gate_proj", "mlp.up_proj"}, H, 128, job.options.solve, weights, results.sink(), times);
+    };
+    if (!fallback) {
+      try {
+        run();
+        ADD_FAILURE() << "no error";
+      } catch (const NumericalError& e) {
+        const std::string message = e.what();
+        EXPECT_NE(message.find("model.layers.0.mlp.gate_proj+mlp.up_proj: "), std::string::npos) << message;
+        EXPECT_NE(message.find("damp_percent"), std::string::npos) << message;
+      }
+      EXPECT_TRUE(results.results.empty());
+      continue;
+    }
+    run();
+    const auto& gate = results.results.at("mlp.gate_proj");
+    ASSERT_TRUE(gate.quantized);
+    EXPECT_EQ(gate.scheme.method, solver::SolveMethod::kRtn);
+    EXPECT_NE(gate.solve_failure.find("cholesky"), std::string::npos) << gate.solve_failure;
+    const solver::QuantConfig grid = job.format->solver_scheme(job.schemes.default_scheme()).quant;
+    EXPECT_TRUE(gate.solved.codes.equal(solver::rtn_quantize(gate_before, grid).codes));
+    EXPECT_TRUE(results.results.at("mlp.up_proj").quantized);
+  }
 }
 
 // Asymmetric v1 grids never store a zero point of 0 (vLLM and AutoGPTQ would

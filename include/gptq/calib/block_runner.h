@@ -75,7 +75,10 @@ struct LinearResult {
   std::string batch;
   int batch_remaining = 0;
   double batch_wall_s = 0;    // the whole batch's wall time (set on its last result)
-  solver::Scheme scheme;      // as the solver ran it; valid when quantized
+  // GPTQ failed numerically (Cholesky after every damping retry, a non-finite
+  // result) and --on-solve-failure rtn rounded it to nearest instead: why.
+  std::string solve_failure;
+  solver::Scheme scheme;      // as the solver ran it (method rtn after a fallback); valid when quantized
   pack::SolvedLinear solved;  // codes and grid; valid when quantized
 };
 
@@ -97,6 +100,9 @@ struct SolveContext {
   const pack::OutputFormat* format = nullptr;       // required
   solver::GptqConfig gptq;
   std::string layer_prefix;  // "model.layers.3.": resolver names are full names
+  // A GPTQ solve that fails numerically: false rethrows (naming the linear),
+  // true warns and rounds that stack to nearest (plain RTN, no Hessian).
+  bool rtn_on_solve_failure = false;
 };
 
 // Quantizes the linears of one group against one Hessian (or RTN when H is

@@ -57,6 +57,10 @@ struct QuantizeOptions {
   std::string format = "gptq";       // output format: gptq (v1) | gptq_v2 (pack/format.h)
   uint64_t max_shard_bytes = uint64_t{4} << 30;
   bool progress = true;              // per-linear lines / redrawn line on a TTY
+  // --on-solve-failure rtn: a GPTQ solve failing numerically is rounded to
+  // nearest with a warning (and "solve_failure" in the report) instead of
+  // ending the job.
+  bool rtn_on_solve_failure = false;
   // Per-module schemes (calib/recipe.h) on top of gptq.quant, which already
   // holds the recipe's default with the command line's flags applied.
   std::optional<Recipe> recipe;

@@ -13,6 +13,8 @@
 //                                                 more damping, another dtype or more data)
 //   Error (any other)  1    "runtime failure: "   the machine or our own code: I/O, out of
 //                                                 memory, an internal invariant (a bug)
+//   InterruptedError 128+N  "interrupted: "       SIGINT (130) / SIGTERM (143) honoured at a
+//                                                 clean point; nothing partial is left
 // describe() gives the message with the kind's prefix, as main prints it, so a
 // script can tell the three exit-1 causes apart from one line.
 //
@@ -56,6 +58,20 @@ class NumericalError : public Error {
  public:
   using Error::Error;
   const char* prefix() const override { return "numerical failure: "; }
+};
+
+// SIGINT / SIGTERM noticed between two pieces of work (core/interrupt.h):
+// the job stops at a clean point; exit status 128 + the signal, as a shell
+// reports a process the signal killed.
+class InterruptedError : public Error {
+ public:
+  InterruptedError(const std::string& message, int signal_number) : Error(message), signal_(signal_number) {}
+  int exit_code() const override { return 128 + signal_; }
+  const char* prefix() const override { return "interrupted: "; }
+  int signal_number() const { return signal_; }
+
+ private:
+  int signal_;
 };
 
 // Rethrows the active exception with "context: " prepended, keeping its kind.
