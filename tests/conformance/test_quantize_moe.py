@@ -1,7 +1,8 @@
 """Mixture-of-Experts quantization against transformers and GPTQModel:
 
-1. Every family's tiny checkpoint (8 experts, dense+MoE mixes, a shared
-   expert, tied embeddings): every expert linear is packed under the
+1. Every family's tiny checkpoint (8-12 experts, dense+MoE mixes, shared
+   experts, tied embeddings, DeepSeek-V3's latent attention and group-limited
+   router): every expert linear is packed under the
    checkpoint's own name, routers stay as stored, the report's per-expert token
    counts sum to top_k x calibration tokens per MoE block, and our perplexity of
    the GPTQ checkpoint equals transformers' on the dequantized weights (0.1 %).
@@ -54,7 +55,7 @@ def test_every_expert_quantized_and_perplexity_matches(arch, tmp_path):
     model_dir = make_tiny_model(arch, tmp_path / "model", seed=7)
     config = json.loads((model_dir / "config.json").read_text())
     top_k = config["num_experts_per_tok"]
-    n_experts = config.get("num_local_experts", config.get("num_experts"))
+    n_experts = config.get("num_local_experts", config.get("num_experts", config.get("n_routed_experts")))
     out, report_path = tmp_path / "gptq", tmp_path / "report.json"
     quantize(model_dir, out, "--calib", calib_file(tmp_path), "--nsamples", N_SAMPLES, "--seqlen", SEQLEN,
              "--group-size", 16, "--report", report_path)
@@ -74,11 +75,19 @@ def test_every_expert_quantized_and_perplexity_matches(arch, tmp_path):
     packed = {}
     for shard in out.glob("*.safetensors"):
         packed.update(load_file(str(shard)))
-    experts = [n for n in source if ".experts." in n]
+    # Every linear the checkpoint holds (MLA's five projections included) is packed.
+    linears = {n[: -len(".weight")] for n in source if n.startswith("model.layers.") and source[n].dim() == 2
+               and not n.endswith((".gate.weight", "shared_expert_gate.weight"))}
+    assert {e["name"] for e in report["layers"]} == linears
+    assert all(e["quantized"] for e in report["layers"])
+    # Routed and shared experts (DeepSeek's mlp.shared_experts.*) alike.
+    experts = [n for n in source if "experts." in n and n.endswith(".weight")]
     assert experts
     for name in experts:
         assert name not in packed and name.replace(".weight", ".qweight") in packed, name
-    routers = [n for n in source if n.endswith((".gate.weight", "shared_expert_gate.weight"))]
+    # Routers, DeepSeek's score-correction bias and its latent norms stay as stored.
+    routers = [n for n in source if n.endswith((".gate.weight", "shared_expert_gate.weight",
+                                                 "e_score_correction_bias", "a_layernorm.weight"))]
     assert routers
     for name in routers:
         assert torch.equal(packed[name], source[name]), name

@@ -30,6 +30,9 @@ struct RopeConfig {
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
   int64_t original_max_position_embeddings = 0;  // llama3
+  // DeepSeek's attention-scale correction for a scaled RoPE (0: none); see
+  // LayerSpec::attention_scale.
+  double mscale_all_dim = 0;
   // Phi-3 (and others): only the first head_dim * factor dims of each head
   // are rotated; the rest pass through.
   double partial_rotary_factor = 1.0;
