@@ -81,6 +81,36 @@ bool resolve_bias(const BiasRule& rule, const Keys& keys) {
   return false;
 }
 
+// transformers' mscale: 0.1 * mscale * ln(factor) + 1, or 1 for factor <= 1.
+double yarn_mscale(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+// YaRN's settings as transformers' _compute_yarn_parameters reads them (factor
+// from max_position_embeddings / original when null; the cos/sin factor from
+// mscale / mscale_all_dim unless attention_factor is given).
+RopeConfig parse_yarn(const Keys& params, RopeConfig rope, int64_t max_positions) {
+  rope.type = RopeType::kYarn;
+  rope.factor = params.has("factor") ? params.number("factor")
+                                     : static_cast<double>(max_positions) /
+                                           static_cast<double>(rope.original_max_position_embeddings);
+  const double mscale = params.number_or("mscale", 0.0);
+  if (params.has("attention_factor")) {
+    rope.attention_factor = params.number("attention_factor");
+  } else if (mscale != 0 && rope.mscale_all_dim != 0) {
+    rope.attention_factor = yarn_mscale(rope.factor, mscale) / yarn_mscale(rope.factor, rope.mscale_all_dim);
+  } else {
+    rope.attention_factor = yarn_mscale(rope.factor, 1.0);
+  }
+  // transformers: `get("beta_fast") or 32`, so 0 means the default too.
+  rope.beta_fast = params.number_or("beta_fast", 0.0);
+  if (rope.beta_fast == 0) rope.beta_fast = 32;
+  rope.beta_slow = params.number_or("beta_slow", 0.0);
+  if (rope.beta_slow == 0) rope.beta_slow = 1;
+  rope.truncate = params.boolean_or("truncate", true);
+  return rope;
+}
+
 // One RoPE parameter object ({rope_type|type, rope_theta, factor, ...});
 // `where` names it in errors.
 RopeConfig parse_rope_block(const json& block, const Keys& keys, const std::string& where,
@@ -97,16 +127,17 @@ RopeConfig parse_rope_block(const json& block, const Keys& keys, const std::stri
     rope.factor = params.number("factor");
     return rope;
   }
-  GPTQ_CHECK_SUPPORTED(type == "llama3", keys.source(), ": ", where, ".rope_type '", type,
-                       "' is not supported (supported: default, linear, llama3)");
-  rope.type = RopeType::kLlama3;
-  rope.factor = params.number("factor");
-  rope.low_freq_factor = params.number("low_freq_factor");
-  rope.high_freq_factor = params.number("high_freq_factor");
+  GPTQ_CHECK_SUPPORTED(type == "llama3" || type == "yarn", keys.source(), ": ", where, ".rope_type '", type,
+                       "' is not supported (supported: default, linear, llama3, yarn)");
   rope.original_max_position_embeddings =
       keys.has("original_max_position_embeddings")
           ? keys.positive("original_max_position_embeddings")
           : params.positive_or("original_max_position_embeddings", max_positions);
+  if (type == "yarn") return parse_yarn(params, rope, max_positions);
+  rope.type = RopeType::kLlama3;
+  rope.factor = params.number("factor");
+  rope.low_freq_factor = params.number("low_freq_factor");
+  rope.high_freq_factor = params.number("high_freq_factor");
   GPTQ_CHECK(rope.high_freq_factor != rope.low_freq_factor, keys.source(), ": ", where,
              ": high_freq_factor must differ from low_freq_factor");
   return rope;
@@ -292,8 +323,8 @@ MlaShape parse_mla(const Keys& keys) {
 // mscale_all_dim (factor > 1).
 double mla_attention_scale(const MlaShape& mla, const RopeConfig& rope) {
   double scale = std::pow(static_cast<double>(mla.qk_head_dim()), -0.5);
-  if (rope.type != RopeType::kDefault && rope.mscale_all_dim != 0 && rope.factor > 1) {
-    const double mscale = 0.1 * rope.mscale_all_dim * std::log(rope.factor) + 1.0;
+  if (rope.type != RopeType::kDefault && rope.mscale_all_dim != 0) {
+    const double mscale = yarn_mscale(rope.factor, rope.mscale_all_dim);
     scale = scale * mscale * mscale;
   }
   return scale;

@@ -463,6 +463,31 @@ int64_t auto_batch_chunk(const ModelConfig& config, const LayerSpec& layer, int6
   return std::max<int64_t>(1, static_cast<int64_t>(kBudgetBytes / per_row));
 }
 
+// transformers' _compute_yarn_parameters, op for op: pos_freqs = theta^(2i/d);
+// the dims between the correction bounds ramp from extrapolated (1/pos_freqs)
+// to interpolated (1/(factor pos_freqs)) frequencies.
+at::Tensor yarn_inv_freq(const RopeConfig& rope, const at::Tensor& pos_freqs, int64_t dim) {
+  const double rotary_dim = static_cast<double>(dim);
+  const double context = static_cast<double>(rope.original_max_position_embeddings);
+  auto correction_dim = [&](double rotations) {
+    return (rotary_dim * std::log(context / (rotations * 2 * M_PI))) / (2 * std::log(rope.theta));
+  };
+  double low = correction_dim(rope.beta_fast);
+  double high = correction_dim(rope.beta_slow);
+  if (rope.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, rotary_dim - 1);
+  if (low == high) high += 0.001;  // no zero-width ramp
+  const at::Tensor ramp = at::clamp(at::div(at::sub(at::arange(dim / 2, at::kLong).to(at::kFloat), low), high - low), 0, 1);
+  const at::Tensor extrapolation_factor = at::rsub(ramp, 1);
+  const at::Tensor extrapolation = pos_freqs.reciprocal();
+  const at::Tensor interpolation = at::mul(pos_freqs, rope.factor).reciprocal();
+  return interpolation * at::rsub(extrapolation_factor, 1) + extrapolation * extrapolation_factor;
+}
+
 // The stage-by-stage driver visits the sites in block order.
 void check_group_order(const LayerSpec& layer) {
   InputSite previous = InputSite::kAttentionInput;
@@ -477,6 +502,7 @@ void check_group_order(const LayerSpec& layer) {
 
 at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
   at::Tensor exponent = at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(head_dim);
+  if (rope.type == RopeType::kYarn) return yarn_inv_freq(rope, at::pow(rope.theta, exponent), head_dim);
   at::Tensor inv_freq = at::pow(rope.theta, exponent).reciprocal();
   if (rope.type == RopeType::kLinear) return inv_freq / rope.factor;
   if (rope.type == RopeType::kDefault) return inv_freq;
@@ -504,8 +530,9 @@ RotaryCache::RotaryCache(const ModelConfig& config, int64_t max_positions, c10::
     at::Tensor inv_freq = rope_inv_freq(rope, rotary_dim).to(device);
     at::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
     at::Tensor emb = at::cat({freqs, freqs}, -1);
-    cos_.push_back(emb.cos().to(dtype));
-    sin_.push_back(emb.sin().to(dtype));
+    // YaRN's attention factor (1 elsewhere) scales both, in fp32, before the cast.
+    cos_.push_back(at::mul(emb.cos(), rope.attention_factor).to(dtype));
+    sin_.push_back(at::mul(emb.sin(), rope.attention_factor).to(dtype));
   }
 }
 

@@ -12,6 +12,7 @@ Variants (``VARIANTS``): each stresses one feature of the block forward.
   llama-tied   tie_word_embeddings=True (no lm_head.weight in the file)
   llama3       rope_type llama3 (original context 32 so every band is hit),
                rope_theta 500000, attention_bias and mlp_bias
+  llama-yarn   rope_type yarn (factor 8, original context 64, beta 16/2: cos/sin scaled by 1.21)
   mistral      sliding_window=16 (shorter than the test sequences), 6/2 heads
   qwen2        q/k/v bias, tied embeddings
   qwen3        q/k RMSNorm per head, head_dim 32 != hidden/heads
@@ -31,6 +32,7 @@ MoE (8 experts, top-2 unless noted; expert width 48 != dense width 160):
                4 groups (topk_group 2), top-3, 2 shared experts, routed_scaling_factor 2.5,
                a nonzero e_score_correction_bias, 3 layers
   deepseek-v3-noq  the same with q_lora_rank null (a plain q_proj) and rotate_half RoPE
+  deepseek-v3-yarn  deepseek-v3 with YaRN RoPE (factor 4, mscale 0.707, mscale_all_dim 1)
 Norm weights and biases are randomized too (HF initializes them to 1 and 0,
 which would hide a missing norm weight or bias).
 """
@@ -57,6 +59,9 @@ VARIANTS = {
         "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                             "original_max_position_embeddings": 32}}),
+    "llama-yarn": ("LlamaConfig", "LlamaForCausalLM", {
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                            "original_max_position_embeddings": 64, "beta_fast": 16, "beta_slow": 2}}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {
         "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2, "sliding_window": 16}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
@@ -92,6 +97,12 @@ _DEEPSEEK = {"moe_intermediate_size": 48, "n_routed_experts": 12, "n_shared_expe
 VARIANTS["deepseek-v3"] = ("DeepseekV3Config", "DeepseekV3ForCausalLM", _DEEPSEEK)
 VARIANTS["deepseek-v3-noq"] = ("DeepseekV3Config", "DeepseekV3ForCausalLM",
                                dict(_DEEPSEEK, q_lora_rank=None, rope_interleave=False))
+# YaRN over a correction range that ramps (dims 0-2 of 4), mscale != mscale_all_dim
+# so cos/sin are scaled too, and the scores by mscale_all_dim's mscale^2.
+VARIANTS["deepseek-v3-yarn"] = ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(
+    _DEEPSEEK, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                "original_max_position_embeddings": 256, "beta_fast": 32, "beta_slow": 1,
+                                "mscale": 0.707, "mscale_all_dim": 1.0}))
 
 MOE_VARIANTS = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3", "deepseek-v3-noq")
 

@@ -109,8 +109,8 @@ TEST(ModelConfig, UnsupportedActivationAndRope) {
   json["hidden_act"] = "relu";
   EXPECT_NE(error_of<UnsupportedError>(json).find("hidden_act 'relu'"), std::string::npos);
   json = llama_json();
-  json["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of<UnsupportedError>(json).find("'yarn'"), std::string::npos);
+  json["rope_scaling"] = {{"type", "dynamic"}, {"factor", 4.0}};
+  EXPECT_NE(error_of<UnsupportedError>(json).find("'dynamic'"), std::string::npos);
 }
 
 TEST(ModelConfig, Llama3RopeFromTransformers4AndTransformers5Keys) {
@@ -412,11 +412,26 @@ TEST(ModelConfig, DeepseekV3ScaleRopeAndGroupChecks) {
   const double mscale = 0.1 * 0.7 * std::log(4.0) + 1.0;
   EXPECT_DOUBLE_EQ(parse(ds).layer(0).attention_scale, std::pow(20.0, -0.5) * mscale * mscale);
 
-  // YaRN is refused, naming the file and the key.
-  ds["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 40.0}, {"rope_theta", 10000.0}};
-  const std::string yarn = error_of<UnsupportedError>(ds);
-  EXPECT_NE(yarn.find("/m/config.json"), std::string::npos) << yarn;
-  EXPECT_NE(yarn.find("rope_parameters.rope_type 'yarn'"), std::string::npos) << yarn;
+  // DeepSeek-V3's own YaRN: mscale == mscale_all_dim, so cos/sin are unscaled
+  // and the scores get mscale^2; original context from the block.
+  ds["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 40.0}, {"rope_theta", 10000.0}, {"beta_fast", 32},
+                           {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0},
+                           {"original_max_position_embeddings", 4096}};
+  const ModelConfig yarn = parse(ds);
+  EXPECT_EQ(yarn.rope.type, RopeType::kYarn);
+  EXPECT_EQ(yarn.rope.original_max_position_embeddings, 4096);
+  EXPECT_DOUBLE_EQ(yarn.rope.attention_factor, 1.0);
+  const double yarn_mscale = 0.1 * std::log(40.0) + 1.0;
+  EXPECT_DOUBLE_EQ(yarn.layer(0).attention_scale, std::pow(20.0, -0.5) * yarn_mscale * yarn_mscale);
+  // Without mscale: cos/sin scaled by 0.1 ln(factor) + 1.
+  ds["rope_parameters"].erase("mscale");
+  EXPECT_DOUBLE_EQ(parse(ds).rope.attention_factor, yarn_mscale);
+
+  // An unsupported RoPE type is refused, naming the file and the key.
+  ds["rope_parameters"] = {{"rope_type", "longrope"}, {"factor", 4.0}, {"rope_theta", 10000.0}};
+  const std::string refused = error_of<UnsupportedError>(ds);
+  EXPECT_NE(refused.find("/m/config.json"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("rope_parameters.rope_type 'longrope'"), std::string::npos) << refused;
 
   ds = deepseek_json();
   ds["n_group"] = 5;  // 12 experts do not split into 5 groups
