@@ -22,6 +22,8 @@ class Keys {
   bool has(const std::string& key) const {
     return object_.contains(key) && !object_.at(key).is_null();
   }
+  // The key is in the file, null or not.
+  bool written(const std::string& key) const { return object_.contains(key); }
   const json& raw(const std::string& key) const {
     GPTQ_CHECK(has(key), source_, ": missing required key '", key, "'");
     return object_.at(key);
@@ -239,7 +241,7 @@ std::vector<bool> parse_moe_layers(const json& root, const Keys& keys, const Arc
   std::vector<bool> sparse(n_layers, spec.has_moe);
   if (!spec.has_moe || spec.moe.layers == MoeLayerRule::kAllLayers) return sparse;
   if (spec.moe.layers == MoeLayerRule::kFirstKDense) {
-    const int64_t n_dense = keys.has("first_k_dense_replace") ? keys.integer("first_k_dense_replace") : 0;
+    const int64_t n_dense = keys.integer("first_k_dense_replace");
     GPTQ_CHECK(n_dense >= 0, keys.source(), ": key 'first_k_dense_replace' must not be negative");
     for (int64_t layer = 0; layer < std::min(n_dense, n_layers); ++layer) sparse[layer] = false;
     return sparse;
@@ -262,9 +264,11 @@ std::vector<bool> parse_moe_layers(const json& root, const Keys& keys, const Arc
 // DeepSeek-V3's router: n_group groups of experts, the best topk_group of
 // them eligible, weights times routed_scaling_factor.
 void resolve_group_limits(const Keys& keys, LayerSpec& layer) {
-  layer.n_group = keys.positive_or("n_group", 1);
-  layer.topk_group = keys.positive_or("topk_group", 1);
-  layer.routed_scaling_factor = keys.number_or("routed_scaling_factor", 1.0);
+  // Required: transformers' defaults (8, 4, 2.5) are DeepSeek-V3's full-size
+  // values, which a config that omits them rarely means.
+  layer.n_group = keys.positive("n_group");
+  layer.topk_group = keys.positive("topk_group");
+  layer.routed_scaling_factor = keys.number("routed_scaling_factor");
   GPTQ_CHECK(layer.n_experts % layer.n_group == 0, keys.source(), ": the number of experts (", layer.n_experts,
              ") must be a multiple of n_group (", layer.n_group, ")");
   // Each group is scored by its two best experts.
@@ -292,7 +296,7 @@ void resolve_moe(const Keys& keys, const ArchSpec& spec, LayerSpec& layer) {
   layer.expert_intermediate_size = keys.positive(spec.moe.intermediate_key);
   if (spec.moe.router_kind == RouterKind::kSigmoidGroupLimited) resolve_group_limits(keys, layer);
   if (spec.moe.shared_expert && !spec.moe.shared_count_key.empty()) {
-    const int64_t n_shared = keys.has(spec.moe.shared_count_key) ? keys.integer(spec.moe.shared_count_key) : 0;
+    const int64_t n_shared = keys.integer(spec.moe.shared_count_key);
     GPTQ_CHECK(n_shared >= 0, keys.source(), ": key '", spec.moe.shared_count_key, "' must not be negative");
     layer.shared_intermediate_size = n_shared * layer.expert_intermediate_size;
   } else if (spec.moe.shared_expert) {
@@ -307,6 +311,8 @@ void resolve_moe(const Keys& keys, const ArchSpec& spec, LayerSpec& layer) {
 // MLA widths; "q_lora_rank": null means a plain q_proj.
 MlaShape parse_mla(const Keys& keys) {
   MlaShape mla;
+  // null: a plain q_proj; absent is an error (transformers would assume 1536).
+  GPTQ_CHECK(keys.written("q_lora_rank"), keys.source(), ": missing required key 'q_lora_rank' (null for a plain q_proj)");
   mla.q_lora_rank = keys.has("q_lora_rank") ? keys.positive("q_lora_rank") : 0;
   mla.kv_lora_rank = keys.positive("kv_lora_rank");
   mla.qk_nope_head_dim = keys.positive("qk_nope_head_dim");

@@ -442,6 +442,13 @@ TEST(ModelConfig, DeepseekV3ScaleRopeAndGroupChecks) {
   ds["topk_group"] = 1;
   ds["num_experts_per_tok"] = 4;  // one group of 3 experts cannot give 4
   EXPECT_NE(error_of<InputError>(ds).find("num_experts_per_tok"), std::string::npos);
+  // Keys whose transformers default is the full-size model's must be written.
+  for (const char* key : {"q_lora_rank", "n_group", "topk_group", "routed_scaling_factor", "n_shared_experts",
+                          "first_k_dense_replace"}) {
+    ds = deepseek_json();
+    ds.erase(key);
+    EXPECT_NE(error_of<InputError>(ds).find(std::string("'") + key + "'"), std::string::npos) << key;
+  }
   ds = deepseek_json();
   ds["num_key_value_heads"] = 2;
   EXPECT_NE(error_of<UnsupportedError>(ds).find("num_key_value_heads"), std::string::npos);

@@ -76,6 +76,7 @@ TEST(ExpertRouting, DeepseekGroupLimitedSigmoidRouterWithBias) {
                          {"num_experts_per_tok", 3},  {"n_group", 4},
                          {"topk_group", 2},           {"routed_scaling_factor", 2.5},
                          {"first_k_dense_replace", 0}, {"kv_lora_rank", 8},
+                         {"q_lora_rank", nullptr},    {"n_shared_experts", 0},
                          {"qk_nope_head_dim", 4},     {"qk_rope_head_dim", 4},
                          {"v_head_dim", 4}};
   const LayerSpec layer = parse_model_config(json.dump(), "test").layer(0);
