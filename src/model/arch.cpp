@@ -115,6 +115,24 @@ std::vector<ArchSpec> build_table() {
   olmoe.has_moe = true;
   table.push_back(olmoe);
 
+  // DeepSeek-V3: multi-head latent attention, dense first layers, ungated
+  // shared experts, sigmoid group-limited routing with a score-correction bias.
+  ArchSpec deepseek_v3 = make_spec("DeepseekV3ForCausalLM");
+  deepseek_v3.attention.kind = AttentionKind::kMla;
+  deepseek_v3.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
+  deepseek_v3.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  deepseek_v3.has_moe = true;
+  deepseek_v3.moe.layers = MoeLayerRule::kFirstKDense;
+  deepseek_v3.moe.router_kind = RouterKind::kSigmoidGroupLimited;
+  deepseek_v3.moe.fp32_routing_weights = true;
+  deepseek_v3.moe.renormalize_default = true;
+  deepseek_v3.moe.intermediate_key = "moe_intermediate_size";
+  deepseek_v3.moe.shared_expert = true;
+  deepseek_v3.moe.shared_count_key = "n_shared_experts";
+  deepseek_v3.moe.shared_prefix = "mlp.shared_experts.";
+  deepseek_v3.moe.shared_gate = "";
+  table.push_back(deepseek_v3);
+
   return table;
 }
 
@@ -128,6 +146,8 @@ const std::vector<ArchSpec>& table() {
 const char* input_site_name(InputSite site) {
   switch (site) {
     case InputSite::kAttentionInput: return "attention input";
+    case InputSite::kQueryLatent: return "query latent";
+    case InputSite::kKvLatent: return "kv latent";
     case InputSite::kAttentionOutput: return "attention output";
     case InputSite::kMlpInput: return "mlp input";
     case InputSite::kMlpHidden: return "mlp hidden";
@@ -147,6 +167,15 @@ std::vector<LinearGroup> layer_groups(const LayerSpec& layer) {
       }
       groups.push_back({InputSite::kAttentionOutput, {attention.o_proj}});
       break;
+    case AttentionKind::kMla: {
+      const MlaSpec& mla = attention.mla;
+      const bool q_latent = layer.mla.q_lora_rank > 0;
+      groups.push_back({InputSite::kAttentionInput, {q_latent ? mla.q_a_proj : attention.q_proj, mla.kv_a_proj}});
+      if (q_latent) groups.push_back({InputSite::kQueryLatent, {mla.q_b_proj}});
+      groups.push_back({InputSite::kKvLatent, {mla.kv_b_proj}});
+      groups.push_back({InputSite::kAttentionOutput, {attention.o_proj}});
+      break;
+    }
   }
   const MlpSpec& mlp = layer.mlp;
   switch (mlp.kind) {
@@ -200,6 +229,12 @@ std::vector<int> LayerSpec::groups_at(InputSite site) const {
 
 bool LayerSpec::has_bias(const std::string& linear) const {
   if (linear == attention.o_proj) return o_bias;
+  if (attention.kind == AttentionKind::kMla) {
+    // attention_bias reaches the two latent projections only, never q_proj, q_b_proj or kv_b_proj.
+    const MlaSpec& mla = attention.mla;
+    if (linear == mla.q_a_proj || linear == mla.kv_a_proj) return qkv_bias;
+    if (linear == attention.q_proj || linear == mla.q_b_proj || linear == mla.kv_b_proj) return false;
+  }
   if (linear == attention.q_proj || linear == attention.k_proj || linear == attention.v_proj ||
       (!attention.qkv_proj.empty() && linear == attention.qkv_proj)) {
     return qkv_bias;

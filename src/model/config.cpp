@@ -1,6 +1,7 @@
 // config.json -> ModelConfig. Every error names the key and the file.
 #include "gptq/model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@ class Keys {
   bool has(const std::string& key) const {
     return object_.contains(key) && !object_.at(key).is_null();
   }
+  // The key is in the file, null or not.
+  bool written(const std::string& key) const { return object_.contains(key); }
   const json& raw(const std::string& key) const {
     GPTQ_CHECK(has(key), source_, ": missing required key '", key, "'");
     return object_.at(key);
@@ -80,6 +83,36 @@ bool resolve_bias(const BiasRule& rule, const Keys& keys) {
   return false;
 }
 
+// transformers' mscale: 0.1 * mscale * ln(factor) + 1, or 1 for factor <= 1.
+double yarn_mscale(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+// YaRN's settings as transformers' _compute_yarn_parameters reads them (factor
+// from max_position_embeddings / original when null; the cos/sin factor from
+// mscale / mscale_all_dim unless attention_factor is given).
+RopeConfig parse_yarn(const Keys& params, RopeConfig rope, int64_t max_positions) {
+  rope.type = RopeType::kYarn;
+  rope.factor = params.has("factor") ? params.number("factor")
+                                     : static_cast<double>(max_positions) /
+                                           static_cast<double>(rope.original_max_position_embeddings);
+  const double mscale = params.number_or("mscale", 0.0);
+  if (params.has("attention_factor")) {
+    rope.attention_factor = params.number("attention_factor");
+  } else if (mscale != 0 && rope.mscale_all_dim != 0) {
+    rope.attention_factor = yarn_mscale(rope.factor, mscale) / yarn_mscale(rope.factor, rope.mscale_all_dim);
+  } else {
+    rope.attention_factor = yarn_mscale(rope.factor, 1.0);
+  }
+  // transformers: `get("beta_fast") or 32`, so 0 means the default too.
+  rope.beta_fast = params.number_or("beta_fast", 0.0);
+  if (rope.beta_fast == 0) rope.beta_fast = 32;
+  rope.beta_slow = params.number_or("beta_slow", 0.0);
+  if (rope.beta_slow == 0) rope.beta_slow = 1;
+  rope.truncate = params.boolean_or("truncate", true);
+  return rope;
+}
+
 // One RoPE parameter object ({rope_type|type, rope_theta, factor, ...});
 // `where` names it in errors.
 RopeConfig parse_rope_block(const json& block, const Keys& keys, const std::string& where,
@@ -90,21 +123,23 @@ RopeConfig parse_rope_block(const json& block, const Keys& keys, const std::stri
   rope.partial_rotary_factor = params.number_or("partial_rotary_factor", rope.partial_rotary_factor);
   std::string type = params.string_or("rope_type", params.string_or("type", "default"));
   if (type == "default") return rope;
+  rope.mscale_all_dim = params.number_or("mscale_all_dim", 0.0);
   if (type == "linear") {
     rope.type = RopeType::kLinear;
     rope.factor = params.number("factor");
     return rope;
   }
-  GPTQ_CHECK_SUPPORTED(type == "llama3", keys.source(), ": ", where, ".rope_type '", type,
-                       "' is not supported (supported: default, linear, llama3)");
-  rope.type = RopeType::kLlama3;
-  rope.factor = params.number("factor");
-  rope.low_freq_factor = params.number("low_freq_factor");
-  rope.high_freq_factor = params.number("high_freq_factor");
+  GPTQ_CHECK_SUPPORTED(type == "llama3" || type == "yarn", keys.source(), ": ", where, ".rope_type '", type,
+                       "' is not supported (supported: default, linear, llama3, yarn)");
   rope.original_max_position_embeddings =
       keys.has("original_max_position_embeddings")
           ? keys.positive("original_max_position_embeddings")
           : params.positive_or("original_max_position_embeddings", max_positions);
+  if (type == "yarn") return parse_yarn(params, rope, max_positions);
+  rope.type = RopeType::kLlama3;
+  rope.factor = params.number("factor");
+  rope.low_freq_factor = params.number("low_freq_factor");
+  rope.high_freq_factor = params.number("high_freq_factor");
   GPTQ_CHECK(rope.high_freq_factor != rope.low_freq_factor, keys.source(), ": ", where,
              ": high_freq_factor must differ from low_freq_factor");
   return rope;
@@ -205,6 +240,12 @@ std::vector<bool> parse_moe_layers(const json& root, const Keys& keys, const Arc
                                    int64_t n_layers) {
   std::vector<bool> sparse(n_layers, spec.has_moe);
   if (!spec.has_moe || spec.moe.layers == MoeLayerRule::kAllLayers) return sparse;
+  if (spec.moe.layers == MoeLayerRule::kFirstKDense) {
+    const int64_t n_dense = keys.integer("first_k_dense_replace");
+    GPTQ_CHECK(n_dense >= 0, keys.source(), ": key 'first_k_dense_replace' must not be negative");
+    for (int64_t layer = 0; layer < std::min(n_dense, n_layers); ++layer) sparse[layer] = false;
+    return sparse;
+  }
   const int64_t step = keys.positive_or("decoder_sparse_step", 1);
   for (int64_t layer = 0; layer < n_layers; ++layer) sparse[layer] = (layer + 1) % step == 0;
   if (keys.has("mlp_only_layers")) {
@@ -220,25 +261,79 @@ std::vector<bool> parse_moe_layers(const json& root, const Keys& keys, const Arc
   return sparse;
 }
 
+// DeepSeek-V3's router: n_group groups of experts, the best topk_group of
+// them eligible, weights times routed_scaling_factor.
+void resolve_group_limits(const Keys& keys, LayerSpec& layer) {
+  // Required: transformers' defaults (8, 4, 2.5) are DeepSeek-V3's full-size
+  // values, which a config that omits them rarely means.
+  layer.n_group = keys.positive("n_group");
+  layer.topk_group = keys.positive("topk_group");
+  layer.routed_scaling_factor = keys.number("routed_scaling_factor");
+  GPTQ_CHECK(layer.n_experts % layer.n_group == 0, keys.source(), ": the number of experts (", layer.n_experts,
+             ") must be a multiple of n_group (", layer.n_group, ")");
+  // Each group is scored by its two best experts.
+  GPTQ_CHECK(layer.n_experts / layer.n_group >= 2, keys.source(), ": n_group (", layer.n_group,
+             ") leaves fewer than 2 experts per group");
+  GPTQ_CHECK(layer.topk_group <= layer.n_group, keys.source(), ": topk_group (", layer.topk_group,
+             ") exceeds n_group (", layer.n_group, ")");
+  GPTQ_CHECK(layer.top_k <= layer.topk_group * (layer.n_experts / layer.n_group), keys.source(),
+             ": num_experts_per_tok (", layer.top_k, ") exceeds the experts of topk_group groups");
+}
+
 // The sparse MLP's settings for a layer of a MoE family.
 void resolve_moe(const Keys& keys, const ArchSpec& spec, LayerSpec& layer) {
   layer.mlp.kind = MlpKind::kSparseMoe;
   layer.moe = spec.moe;
-  // transformers names the count "num_local_experts" (Mixtral, Qwen3-MoE) or "num_experts".
+  // transformers names the count "num_local_experts" (Mixtral, Qwen3-MoE), "num_experts"
+  // or "n_routed_experts" (DeepSeek-V3).
   layer.n_experts = keys.has("num_local_experts") ? keys.positive("num_local_experts")
-                                                  : keys.positive("num_experts");
+                    : keys.has("n_routed_experts") ? keys.positive("n_routed_experts")
+                                                   : keys.positive("num_experts");
   layer.top_k = keys.positive("num_experts_per_tok");
   GPTQ_CHECK(layer.top_k <= layer.n_experts, keys.source(), ": num_experts_per_tok (", layer.top_k,
              ") exceeds the number of experts (", layer.n_experts, ")");
-  layer.renormalize_top_k = spec.moe.always_renormalize || keys.boolean_or("norm_topk_prob", false);
+  layer.renormalize_top_k = spec.moe.always_renormalize || keys.boolean_or("norm_topk_prob", spec.moe.renormalize_default);
   layer.expert_intermediate_size = keys.positive(spec.moe.intermediate_key);
-  if (spec.moe.shared_expert) {
+  if (spec.moe.router_kind == RouterKind::kSigmoidGroupLimited) resolve_group_limits(keys, layer);
+  if (spec.moe.shared_expert && !spec.moe.shared_count_key.empty()) {
+    const int64_t n_shared = keys.integer(spec.moe.shared_count_key);
+    GPTQ_CHECK(n_shared >= 0, keys.source(), ": key '", spec.moe.shared_count_key, "' must not be negative");
+    layer.shared_intermediate_size = n_shared * layer.expert_intermediate_size;
+  } else if (spec.moe.shared_expert) {
     layer.shared_intermediate_size = keys.has("shared_expert_intermediate_size")
                                          ? keys.integer("shared_expert_intermediate_size")
                                          : 0;
     GPTQ_CHECK(layer.shared_intermediate_size >= 0, keys.source(),
                ": key 'shared_expert_intermediate_size' must not be negative");
   }
+}
+
+// MLA widths; "q_lora_rank": null means a plain q_proj.
+MlaShape parse_mla(const Keys& keys) {
+  MlaShape mla;
+  // null: a plain q_proj; absent is an error (transformers would assume 1536).
+  GPTQ_CHECK(keys.written("q_lora_rank"), keys.source(), ": missing required key 'q_lora_rank' (null for a plain q_proj)");
+  mla.q_lora_rank = keys.has("q_lora_rank") ? keys.positive("q_lora_rank") : 0;
+  mla.kv_lora_rank = keys.positive("kv_lora_rank");
+  mla.qk_nope_head_dim = keys.positive("qk_nope_head_dim");
+  mla.qk_rope_head_dim = keys.positive("qk_rope_head_dim");
+  mla.v_head_dim = keys.positive("v_head_dim");
+  mla.rope_interleave = keys.boolean_or("rope_interleave", true);
+  GPTQ_CHECK(mla.qk_rope_head_dim % 2 == 0, keys.source(), ": key 'qk_rope_head_dim' must be even, got ",
+             mla.qk_rope_head_dim);
+  return mla;
+}
+
+// transformers' MLA scale: qk_head_dim^-0.5, times mscale^2 with
+// mscale = 0.1 * mscale_all_dim * ln(factor) + 1 for a scaled RoPE that sets
+// mscale_all_dim (factor > 1).
+double mla_attention_scale(const MlaShape& mla, const RopeConfig& rope) {
+  double scale = std::pow(static_cast<double>(mla.qk_head_dim()), -0.5);
+  if (rope.type != RopeType::kDefault && rope.mscale_all_dim != 0) {
+    const double mscale = yarn_mscale(rope.factor, rope.mscale_all_dim);
+    scale = scale * mscale * mscale;
+  }
+  return scale;
 }
 
 std::string first_architecture(const json& root, const Keys& keys) {
@@ -318,6 +413,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                ") and there is no 'head_dim' key");
     config.head_dim = config.hidden_size / config.n_heads;
   }
+  MlaShape mla;
+  if (spec.attention.kind == AttentionKind::kMla) {
+    // Only the shared rope part rotates; transformers sets head_dim to it.
+    mla = parse_mla(keys);
+    config.head_dim = mla.qk_rope_head_dim;
+    GPTQ_CHECK_SUPPORTED(config.n_kv_heads == config.n_heads, source, ": num_key_value_heads (", config.n_kv_heads,
+                         ") != num_attention_heads (", config.n_heads, ") is not supported for latent attention");
+  }
   GPTQ_CHECK(config.head_dim % 2 == 0, source, ": head_dim must be even for RoPE, got ",
              config.head_dim);
   config.max_position_embeddings = keys.positive_or("max_position_embeddings", 2048);
@@ -351,6 +454,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     layer_spec.mlp.activation = activation;
     // pow(x, -0.5) as transformers writes it (1 / sqrt(x) can differ in the last bit).
     layer_spec.attention_scale = query_scalar > 0 ? std::pow(query_scalar, -0.5) : 0.0;
+    if (spec.attention.kind == AttentionKind::kMla) {
+      layer_spec.mla = mla;
+      layer_spec.attention_scale = mla_attention_scale(mla, config.rope);
+    }
     layer_spec.attention_softcap = attention_softcap;
     // Gemma-3: the sliding layers rotate with their own table.
     layer_spec.rope_table = config.sliding_rope && windows[layer] > 0 ? 1 : 0;

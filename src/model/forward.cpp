@@ -12,6 +12,7 @@
 #include <map>
 
 #include "gptq/core/error.h"
+#include "gptq/model/mla.h"
 #include "gptq/model/moe.h"
 
 namespace gptq::model {
@@ -65,6 +66,13 @@ class BlockRun {
       return attention_input(rows(x, start, count));
     });
     observe_site(InputSite::kAttentionInput, observer, n_rows, chunks_of(normed));
+    // MLA's latents, from the (by now final) input projections, one chunk at a time.
+    observe_site(InputSite::kQueryLatent, observer, n_rows, [&](int64_t start, int64_t count) {
+      return mla_query_latent(config_, layer_, weights_, rows(normed, start, count));
+    });
+    observe_site(InputSite::kKvLatent, observer, n_rows, [&](int64_t start, int64_t count) {
+      return mla_kv_latent(config_, layer_, weights_, rows(normed, start, count));
+    });
     at::Tensor attended = map_chunks(n_rows, [&](int64_t start, int64_t count) {
       return attention_rows(rows(normed, start, count));
     });
@@ -107,7 +115,7 @@ class BlockRun {
 
  private:
   at::Tensor norm(const NormSpec& spec, const at::Tensor& x) {
-    return apply_norm(spec.kind, x, weights_.at(spec.name + ".weight"), config_.rms_norm_eps);
+    return apply_norm(spec.kind, x, weights_.at(spec.name + ".weight"), spec.eps.value_or(config_.rms_norm_eps));
   }
   at::Tensor attention_input(const at::Tensor& x) { return norm(layer_.input_norm, x); }
   at::Tensor mlp_input(const at::Tensor& h) { return norm(layer_.post_attention_norm, h); }
@@ -256,9 +264,10 @@ class BlockRun {
     return gated_hidden(weights_, layer_.shared_linear(layer_.moe.gate), layer_.shared_linear(layer_.moe.up), x,
                         layer_.mlp.activation);
   }
-  // sigmoid(shared_expert_gate(x)) * shared_expert(x), x [n, H].
+  // sigmoid(shared_expert_gate(x)) * shared_expert(x), or ungated (DeepSeek-V3), x [n, H].
   at::Tensor shared_output(const at::Tensor& x) {
     at::Tensor y = linear(weights_, layer_.shared_linear(layer_.moe.down), shared_hidden(x));
+    if (layer_.moe.shared_gate.empty()) return y;
     return y.mul_(at::sigmoid(linear(weights_, layer_.moe.shared_gate, x)));
   }
 
@@ -373,14 +382,14 @@ class BlockRun {
     GPTQ_CHECK(n_tokens <= rope_.max_positions(), "sequence of ", n_tokens,
                " tokens is longer than the rotary cache (", rope_.max_positions(), ")");
     const AttentionSpec& attention = layer_.attention;
-    GPTQ_ASSERT(attention.kind == AttentionKind::kRopeCausalGqa);
+    at::Tensor cos = rope_.cos(layer_.rope_table).narrow(0, 0, n_tokens);
+    at::Tensor sin = rope_.sin(layer_.rope_table).narrow(0, 0, n_tokens);
+    if (attention.kind == AttentionKind::kMla) return mla_attention(config_, layer_, weights_, x, cos, sin);
     const bool qk_norm = attention.qk_norm != QkNorm::kNone;
     auto [q_lin, k_lin, v_lin] = qkv_projections(x);
     at::Tensor q = project_heads(std::move(q_lin), config_.n_heads, qk_norm ? &attention.q_norm : nullptr);
     at::Tensor k = project_heads(std::move(k_lin), config_.n_kv_heads, qk_norm ? &attention.k_norm : nullptr);
     at::Tensor v = project_heads(std::move(v_lin), config_.n_kv_heads, nullptr);
-    at::Tensor cos = rope_.cos(layer_.rope_table).narrow(0, 0, n_tokens);
-    at::Tensor sin = rope_.sin(layer_.rope_table).narrow(0, 0, n_tokens);
     q = apply_rotary(q, cos, sin);
     k = apply_rotary(k, cos, sin);
 
@@ -443,10 +452,40 @@ class BlockRun {
 
 int64_t auto_batch_chunk(const ModelConfig& config, const LayerSpec& layer, int64_t n_tokens) {
   constexpr double kBudgetBytes = 256.0 * 1024 * 1024;
+  // MLA: query, key and the kv_b_proj output per head.
+  const double attention_width =
+      layer.attention.kind == AttentionKind::kMla
+          ? static_cast<double>(config.n_heads) * (2 * layer.mla.qk_head_dim() + layer.mla.qk_nope_head_dim +
+                                                   layer.mla.v_head_dim) / 3.0
+          : static_cast<double>(config.n_heads * config.head_dim);
   const double per_row = static_cast<double>(n_tokens) * 4.0 *
-                         (3.0 * layer.intermediate_size + 4.0 * config.hidden_size +
-                          3.0 * config.n_heads * config.head_dim);
+                         (3.0 * layer.intermediate_size + 4.0 * config.hidden_size + 3.0 * attention_width);
   return std::max<int64_t>(1, static_cast<int64_t>(kBudgetBytes / per_row));
+}
+
+// transformers' _compute_yarn_parameters, op for op: pos_freqs = theta^(2i/d);
+// the dims between the correction bounds ramp from extrapolated (1/pos_freqs)
+// to interpolated (1/(factor pos_freqs)) frequencies.
+at::Tensor yarn_inv_freq(const RopeConfig& rope, const at::Tensor& pos_freqs, int64_t dim) {
+  const double rotary_dim = static_cast<double>(dim);
+  const double context = static_cast<double>(rope.original_max_position_embeddings);
+  auto correction_dim = [&](double rotations) {
+    return (rotary_dim * std::log(context / (rotations * 2 * M_PI))) / (2 * std::log(rope.theta));
+  };
+  double low = correction_dim(rope.beta_fast);
+  double high = correction_dim(rope.beta_slow);
+  if (rope.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, rotary_dim - 1);
+  if (low == high) high += 0.001;  // no zero-width ramp
+  const at::Tensor ramp = at::clamp(at::div(at::sub(at::arange(dim / 2, at::kLong).to(at::kFloat), low), high - low), 0, 1);
+  const at::Tensor extrapolation_factor = at::rsub(ramp, 1);
+  const at::Tensor extrapolation = pos_freqs.reciprocal();
+  const at::Tensor interpolation = at::mul(pos_freqs, rope.factor).reciprocal();
+  return interpolation * at::rsub(extrapolation_factor, 1) + extrapolation * extrapolation_factor;
 }
 
 // The stage-by-stage driver visits the sites in block order.
@@ -463,6 +502,7 @@ void check_group_order(const LayerSpec& layer) {
 
 at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
   at::Tensor exponent = at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(head_dim);
+  if (rope.type == RopeType::kYarn) return yarn_inv_freq(rope, at::pow(rope.theta, exponent), head_dim);
   at::Tensor inv_freq = at::pow(rope.theta, exponent).reciprocal();
   if (rope.type == RopeType::kLinear) return inv_freq / rope.factor;
   if (rope.type == RopeType::kDefault) return inv_freq;
@@ -490,8 +530,9 @@ RotaryCache::RotaryCache(const ModelConfig& config, int64_t max_positions, c10::
     at::Tensor inv_freq = rope_inv_freq(rope, rotary_dim).to(device);
     at::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
     at::Tensor emb = at::cat({freqs, freqs}, -1);
-    cos_.push_back(emb.cos().to(dtype));
-    sin_.push_back(emb.sin().to(dtype));
+    // YaRN's attention factor (1 elsewhere) scales both, in fp32, before the cast.
+    cos_.push_back(at::mul(emb.cos(), rope.attention_factor).to(dtype));
+    sin_.push_back(at::mul(emb.sin(), rope.attention_factor).to(dtype));
   }
 }
 

@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "gptq/core/error.h"
 #include "gptq/io/safetensors.h"
 
@@ -35,6 +37,17 @@ std::vector<int64_t> linear_shape(const ModelConfig& config, const LayerSpec& la
   const int64_t kv_out = config.n_kv_heads * config.head_dim;
   const AttentionSpec& attention = layer.attention;
   const MlpSpec& mlp = layer.mlp;
+  if (attention.kind == AttentionKind::kMla) {
+    const MlaShape& shape = layer.mla;
+    const MlaSpec& mla = attention.mla;
+    const int64_t heads = config.n_heads;
+    if (linear == attention.q_proj) return {heads * shape.qk_head_dim(), config.hidden_size};
+    if (linear == mla.q_a_proj) return {shape.q_lora_rank, config.hidden_size};
+    if (linear == mla.q_b_proj) return {heads * shape.qk_head_dim(), shape.q_lora_rank};
+    if (linear == mla.kv_a_proj) return {shape.kv_lora_rank + shape.qk_rope_head_dim, config.hidden_size};
+    if (linear == mla.kv_b_proj) return {heads * (shape.qk_nope_head_dim + shape.v_head_dim), shape.kv_lora_rank};
+    if (linear == attention.o_proj) return {config.hidden_size, heads * shape.v_head_dim};
+  }
   if (!attention.qkv_proj.empty() && linear == attention.qkv_proj) return {q_out + 2 * kv_out, config.hidden_size};
   if (!mlp.gate_up_proj.empty() && linear == mlp.gate_up_proj) {
     return {2 * layer.intermediate_size, config.hidden_size};
@@ -113,8 +126,10 @@ BlockWeights load_block(const WeightSource& source, const ModelConfig& config, i
   const std::string prefix = config.layer_prefix(layer);
   BlockWeights block;
   block.layer = layer;
-  auto add = [&](const std::string& relative, std::vector<int64_t> shape) {
-    block.tensors[relative] = load_checked(source, prefix + relative, std::move(shape), dtype, device);
+  auto add = [&](const std::string& relative, std::vector<int64_t> shape,
+                 std::optional<c10::ScalarType> own_dtype = std::nullopt) {
+    block.tensors[relative] = load_checked(source, prefix + relative, std::move(shape), own_dtype.value_or(dtype),
+                                           device);
   };
   add(spec.input_norm.name + ".weight", {config.hidden_size});
   add(spec.post_attention_norm.name + ".weight", {config.hidden_size});
@@ -132,9 +147,21 @@ BlockWeights load_block(const WeightSource& source, const ModelConfig& config, i
       add(spec.attention.k_norm.name + ".weight", {config.n_kv_heads * config.head_dim});
       break;
   }
+  if (spec.attention.kind == AttentionKind::kMla) {
+    const MlaSpec& mla = spec.attention.mla;
+    if (spec.mla.q_lora_rank > 0) add(mla.q_a_norm.name + ".weight", {spec.mla.q_lora_rank});
+    add(mla.kv_a_norm.name + ".weight", {spec.mla.kv_lora_rank});
+  }
   if (spec.is_moe()) {
-    add(spec.moe.router + ".weight", {spec.n_experts, config.hidden_size});
-    if (spec.shared_intermediate_size > 0) add(spec.moe.shared_gate + ".weight", {1, config.hidden_size});
+    // transformers keeps DeepSeek's router and its bias in fp32 whatever the model's dtype.
+    const bool fp32_router = spec.moe.router_kind == RouterKind::kSigmoidGroupLimited;
+    const std::optional<c10::ScalarType> router_dtype =
+        fp32_router ? std::optional<c10::ScalarType>(c10::kFloat) : std::nullopt;
+    add(spec.moe.router + ".weight", {spec.n_experts, config.hidden_size}, router_dtype);
+    if (fp32_router) add(spec.moe.router_bias, {spec.n_experts}, router_dtype);
+    if (spec.shared_intermediate_size > 0 && !spec.moe.shared_gate.empty()) {
+      add(spec.moe.shared_gate + ".weight", {1, config.hidden_size});
+    }
   }
   for (const auto& linear : spec.linear_names()) {
     std::vector<int64_t> shape = linear_shape(config, spec, linear);

@@ -12,6 +12,7 @@ Variants (``VARIANTS``): each stresses one feature of the block forward.
   llama-tied   tie_word_embeddings=True (no lm_head.weight in the file)
   llama3       rope_type llama3 (original context 32 so every band is hit),
                rope_theta 500000, attention_bias and mlp_bias
+  llama-yarn   rope_type yarn (factor 8, original context 64, beta 16/2: cos/sin scaled by 1.21)
   mistral      sliding_window=16 (shorter than the test sequences), 6/2 heads
   qwen2        q/k/v bias, tied embeddings
   qwen3        q/k RMSNorm per head, head_dim 32 != hidden/heads
@@ -25,6 +26,13 @@ MoE (8 experts, top-2 unless noted; expert width 48 != dense width 160):
   qwen2-moe    shared expert with sigmoid gate, layer 1 dense (mlp_only_layers), tied embeddings
   qwen3-moe    norm_topk_prob, top-3, every second layer sparse (decoder_sparse_step 2), 4 layers
   olmoe        q/k norm over the whole projection, clip_qkv
+  deepseek-v3  MLA (q_lora_rank 48, kv_lora_rank 32, nope 16 / rope 8 / v 20 per head: widths
+               a group of 16 divides, all different), interleaved RoPE,
+               layer 0 dense (first_k_dense_replace 1), 12 experts in
+               4 groups (topk_group 2), top-3, 2 shared experts, routed_scaling_factor 2.5,
+               a nonzero e_score_correction_bias, 3 layers
+  deepseek-v3-noq  the same with q_lora_rank null (a plain q_proj) and rotate_half RoPE
+  deepseek-v3-yarn  deepseek-v3 with YaRN RoPE (factor 4, mscale 0.707, mscale_all_dim 1)
 Norm weights and biases are randomized too (HF initializes them to 1 and 0,
 which would hide a missing norm weight or bias).
 """
@@ -51,6 +59,9 @@ VARIANTS = {
         "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                             "original_max_position_embeddings": 32}}),
+    "llama-yarn": ("LlamaConfig", "LlamaForCausalLM", {
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                            "original_max_position_embeddings": 64, "beta_fast": 16, "beta_slow": 2}}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {
         "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2, "sliding_window": 16}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
@@ -78,7 +89,22 @@ VARIANTS = {
         "intermediate_size": 48, "num_experts": 8, "num_experts_per_tok": 2, "clip_qkv": 3.0}),
 }
 
-MOE_VARIANTS = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe")
+_DEEPSEEK = {"moe_intermediate_size": 48, "n_routed_experts": 12, "n_shared_experts": 2, "num_experts_per_tok": 3,
+             "n_group": 4, "topk_group": 2, "first_k_dense_replace": 1, "routed_scaling_factor": 2.5,
+             "norm_topk_prob": True, "num_hidden_layers": 3, "num_key_value_heads": 4, "kv_lora_rank": 32,
+             "q_lora_rank": 48, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 20,
+             "rope_interleave": True}
+VARIANTS["deepseek-v3"] = ("DeepseekV3Config", "DeepseekV3ForCausalLM", _DEEPSEEK)
+VARIANTS["deepseek-v3-noq"] = ("DeepseekV3Config", "DeepseekV3ForCausalLM",
+                               dict(_DEEPSEEK, q_lora_rank=None, rope_interleave=False))
+# YaRN over a correction range that ramps (dims 0-2 of 4), mscale != mscale_all_dim
+# so cos/sin are scaled too, and the scores by mscale_all_dim's mscale^2.
+VARIANTS["deepseek-v3-yarn"] = ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(
+    _DEEPSEEK, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                "original_max_position_embeddings": 256, "beta_fast": 32, "beta_slow": 1,
+                                "mscale": 0.707, "mscale_all_dim": 1.0}))
+
+MOE_VARIANTS = ("mixtral", "qwen2-moe", "qwen3-moe", "olmoe", "deepseek-v3", "deepseek-v3-noq")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -102,6 +128,10 @@ def make_tiny_model(arch: str, out_dir, dtype: str = "float32", seed: int = 0, *
             if param.dim() == 1:
                 base = 1.0 if name.endswith("norm.weight") else 0.0
                 param.copy_(base + 0.2 * torch.randn_like(param))
+        # DeepSeek's score-correction bias is a buffer that init leaves at zero.
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buffer.copy_(0.2 * torch.randn_like(buffer))
     model = model.to(DTYPES[dtype]).eval()
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -58,6 +58,14 @@ def test_unsupported_architecture(model_copy, tmp_path):
     assert "FalconForCausalLM" in line and "not supported" in line
 
 
+def test_unsupported_rope_type_on_deepseek(tmp_path):
+    model_dir = make_tiny_model("deepseek-v3", tmp_path / "ds")
+    edit_config(model_dir, lambda c: c.update(rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                               "factor": 4.0}))
+    line = ppl_error(model_dir, tmp_path)
+    assert "config.json" in line and "rope_parameters.rope_type 'longrope'" in line, line
+
+
 def test_missing_config(model_copy, tmp_path):
     (model_copy / "config.json").unlink()
     assert "config.json" in ppl_error(model_copy, tmp_path)

@@ -29,6 +29,7 @@ CASES = [("llama", "float32"), ("llama", "bfloat16"), ("llama-tied", "float32"),
 # MoE: bf16 too, where a routing flip (a tie broken differently after one
 # differently rounded op) would show up as a large logit error.
 CASES += [(arch, dtype) for arch in MOE_VARIANTS for dtype in ("float32", "bfloat16")]
+CASES += [("llama-yarn", "float32"), ("deepseek-v3-yarn", "float32"), ("deepseek-v3-yarn", "bfloat16")]
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,8 @@ def test_stories260k_text_tokenized_by_us(tmp_path):
 @pytest.mark.parametrize("arch,dtype", [("llama", "float32"), ("qwen3", "bfloat16"), ("mixtral", "float32"),
                                         ("qwen2-moe", "bfloat16"), ("qwen3-moe", "float32"),
                                         ("olmoe", "float32"), ("phi3", "float32"),
-                                        ("gemma2", "bfloat16"), ("gemma3", "float32")])
+                                        ("gemma2", "bfloat16"), ("gemma3", "float32"),
+                                        ("deepseek-v3", "bfloat16"), ("deepseek-v3-noq", "float32")])
 def test_tiny_model_tokens(arch, dtype, tmp_path):
     model_dir = make_tiny_model(arch, tmp_path / "m", dtype=dtype, seed=5)
     ids = random_ids(1, 64 * 6 + 17, 320, seed=9).flatten()  # tail shorter than a window is dropped

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gptq/core/error.h"
+#include "gptq/model/weights.h"
 
 namespace gptq::model {
 namespace {
@@ -108,8 +109,8 @@ TEST(ModelConfig, UnsupportedActivationAndRope) {
   json["hidden_act"] = "relu";
   EXPECT_NE(error_of<UnsupportedError>(json).find("hidden_act 'relu'"), std::string::npos);
   json = llama_json();
-  json["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of<UnsupportedError>(json).find("'yarn'"), std::string::npos);
+  json["rope_scaling"] = {{"type", "dynamic"}, {"factor", 4.0}};
+  EXPECT_NE(error_of<UnsupportedError>(json).find("'dynamic'"), std::string::npos);
 }
 
 TEST(ModelConfig, Llama3RopeFromTransformers4AndTransformers5Keys) {
@@ -324,6 +325,133 @@ TEST(ModelConfig, MoeFamiliesResolveExpertsSharedExpertAndSparseLayers) {
   EXPECT_EQ(o.layer(0).attention.qk_norm, QkNorm::kWholeProjection);
   EXPECT_DOUBLE_EQ(o.layer(1).clip_qkv, 8.0);
   EXPECT_FALSE(o.layer(0).renormalize_top_k);
+}
+
+nlohmann::json deepseek_json() {
+  nlohmann::json ds = llama_json();
+  ds["architectures"] = {"DeepseekV3ForCausalLM"};
+  ds["num_hidden_layers"] = 3;
+  ds["num_key_value_heads"] = 4;
+  ds["n_routed_experts"] = 12;
+  ds["n_shared_experts"] = 2;
+  ds["num_experts_per_tok"] = 3;
+  ds["moe_intermediate_size"] = 48;
+  ds["n_group"] = 4;
+  ds["topk_group"] = 2;
+  ds["first_k_dense_replace"] = 1;
+  ds["routed_scaling_factor"] = 2.5;
+  ds["q_lora_rank"] = 40;
+  ds["kv_lora_rank"] = 28;
+  ds["qk_nope_head_dim"] = 12;
+  ds["qk_rope_head_dim"] = 8;
+  ds["v_head_dim"] = 18;
+  return ds;
+}
+
+TEST(ModelConfig, DeepseekV3LatentAttentionGroupsAndGroupLimitedRouter) {
+  nlohmann::json ds = deepseek_json();
+  const ModelConfig config = parse(ds);
+  EXPECT_EQ(config.head_dim, 8);  // the rotated part only, as transformers sets it
+  EXPECT_EQ(config.rotary_dim, 8);
+  EXPECT_FALSE(config.layer(0).is_moe());  // first_k_dense_replace
+  EXPECT_TRUE(config.layer(1).is_moe() && config.layer(2).is_moe());
+  const LayerSpec& dense = config.layer(0);
+  EXPECT_EQ(dense.attention.kind, AttentionKind::kMla);
+  EXPECT_TRUE(dense.mla.rope_interleave);  // transformers' default
+  EXPECT_DOUBLE_EQ(dense.attention_scale, std::pow(20.0, -0.5));
+  ASSERT_EQ(dense.groups.size(), 6u);
+  EXPECT_EQ(dense.groups[0], (LinearGroup{InputSite::kAttentionInput,
+                                          {"self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa"}}));
+  EXPECT_EQ(dense.groups[1], (LinearGroup{InputSite::kQueryLatent, {"self_attn.q_b_proj"}}));
+  EXPECT_EQ(dense.groups[2], (LinearGroup{InputSite::kKvLatent, {"self_attn.kv_b_proj"}}));
+  EXPECT_EQ(dense.groups[3], (LinearGroup{InputSite::kAttentionOutput, {"self_attn.o_proj"}}));
+  EXPECT_EQ(dense.groups[4], (LinearGroup{InputSite::kMlpInput, {"mlp.gate_proj", "mlp.up_proj"}}));
+  EXPECT_EQ(linear_shape(config, 0, "self_attn.q_b_proj"), (std::vector<int64_t>{4 * 20, 40}));
+  EXPECT_EQ(linear_shape(config, 0, "self_attn.kv_a_proj_with_mqa"), (std::vector<int64_t>{28 + 8, 64}));
+  EXPECT_EQ(linear_shape(config, 0, "self_attn.kv_b_proj"), (std::vector<int64_t>{4 * (12 + 18), 28}));
+  EXPECT_EQ(linear_shape(config, 0, "self_attn.o_proj"), (std::vector<int64_t>{64, 4 * 18}));
+  EXPECT_EQ(linear_shape(config, 0, "mlp.gate_proj"), (std::vector<int64_t>{160, 64}));
+
+  const LayerSpec& sparse = config.layer(1);
+  EXPECT_EQ(sparse.moe.router_kind, RouterKind::kSigmoidGroupLimited);
+  EXPECT_EQ(sparse.n_experts, 12);
+  EXPECT_EQ(sparse.n_group, 4);
+  EXPECT_EQ(sparse.topk_group, 2);
+  EXPECT_DOUBLE_EQ(sparse.routed_scaling_factor, 2.5);
+  EXPECT_TRUE(sparse.renormalize_top_k);  // DeepSeek's default
+  EXPECT_EQ(sparse.shared_intermediate_size, 2 * 48);
+  EXPECT_EQ(linear_shape(config, 1, "mlp.shared_experts.down_proj"), (std::vector<int64_t>{64, 96}));
+  EXPECT_EQ(sparse.groups[4], (LinearGroup{InputSite::kMlpInput,
+                                           {"mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj"}}));
+  EXPECT_EQ(sparse.groups.size(), 4u + 2 + 2 * 12);
+  EXPECT_EQ(config.n_linears(), 5 + 3 + 2 * (5 + 3 + 3 * 12));
+  EXPECT_FALSE(sparse.has_bias("self_attn.q_a_proj"));
+
+  // q_lora_rank null: a plain q_proj in the first group, no q_b_proj group;
+  // attention_bias reaches the latent projections and o_proj only.
+  ds["q_lora_rank"] = nullptr;
+  ds["rope_interleave"] = false;
+  ds["attention_bias"] = true;
+  const ModelConfig plain = parse(ds);
+  const LayerSpec& layer = plain.layer(0);
+  EXPECT_FALSE(layer.mla.rope_interleave);
+  ASSERT_EQ(layer.groups.size(), 5u);
+  EXPECT_EQ(layer.groups[0].linears, (std::vector<std::string>{"self_attn.q_proj", "self_attn.kv_a_proj_with_mqa"}));
+  EXPECT_EQ(layer.groups[1], (LinearGroup{InputSite::kKvLatent, {"self_attn.kv_b_proj"}}));
+  EXPECT_EQ(linear_shape(plain, 0, "self_attn.q_proj"), (std::vector<int64_t>{4 * 20, 64}));
+  EXPECT_FALSE(layer.has_bias("self_attn.q_proj"));
+  EXPECT_TRUE(layer.has_bias("self_attn.kv_a_proj_with_mqa"));
+  EXPECT_FALSE(layer.has_bias("self_attn.kv_b_proj"));
+  EXPECT_TRUE(layer.has_bias("self_attn.o_proj"));
+}
+
+TEST(ModelConfig, DeepseekV3ScaleRopeAndGroupChecks) {
+  // A scaled RoPE with mscale_all_dim: scale * mscale^2 (transformers' yarn_apply_mscale).
+  nlohmann::json ds = deepseek_json();
+  ds["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 10000.0}, {"mscale_all_dim", 0.7}};
+  const double mscale = 0.1 * 0.7 * std::log(4.0) + 1.0;
+  EXPECT_DOUBLE_EQ(parse(ds).layer(0).attention_scale, std::pow(20.0, -0.5) * mscale * mscale);
+
+  // DeepSeek-V3's own YaRN: mscale == mscale_all_dim, so cos/sin are unscaled
+  // and the scores get mscale^2; original context from the block.
+  ds["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 40.0}, {"rope_theta", 10000.0}, {"beta_fast", 32},
+                           {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0},
+                           {"original_max_position_embeddings", 4096}};
+  const ModelConfig yarn = parse(ds);
+  EXPECT_EQ(yarn.rope.type, RopeType::kYarn);
+  EXPECT_EQ(yarn.rope.original_max_position_embeddings, 4096);
+  EXPECT_DOUBLE_EQ(yarn.rope.attention_factor, 1.0);
+  const double yarn_mscale = 0.1 * std::log(40.0) + 1.0;
+  EXPECT_DOUBLE_EQ(yarn.layer(0).attention_scale, std::pow(20.0, -0.5) * yarn_mscale * yarn_mscale);
+  // Without mscale: cos/sin scaled by 0.1 ln(factor) + 1.
+  ds["rope_parameters"].erase("mscale");
+  EXPECT_DOUBLE_EQ(parse(ds).rope.attention_factor, yarn_mscale);
+
+  // An unsupported RoPE type is refused, naming the file and the key.
+  ds["rope_parameters"] = {{"rope_type", "longrope"}, {"factor", 4.0}, {"rope_theta", 10000.0}};
+  const std::string refused = error_of<UnsupportedError>(ds);
+  EXPECT_NE(refused.find("/m/config.json"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("rope_parameters.rope_type 'longrope'"), std::string::npos) << refused;
+
+  ds = deepseek_json();
+  ds["n_group"] = 5;  // 12 experts do not split into 5 groups
+  EXPECT_NE(error_of<InputError>(ds).find("n_group"), std::string::npos);
+  ds["n_group"] = 4;
+  ds["topk_group"] = 5;
+  EXPECT_NE(error_of<InputError>(ds).find("topk_group"), std::string::npos);
+  ds["topk_group"] = 1;
+  ds["num_experts_per_tok"] = 4;  // one group of 3 experts cannot give 4
+  EXPECT_NE(error_of<InputError>(ds).find("num_experts_per_tok"), std::string::npos);
+  // Keys whose transformers default is the full-size model's must be written.
+  for (const char* key : {"q_lora_rank", "n_group", "topk_group", "routed_scaling_factor", "n_shared_experts",
+                          "first_k_dense_replace"}) {
+    ds = deepseek_json();
+    ds.erase(key);
+    EXPECT_NE(error_of<InputError>(ds).find(std::string("'") + key + "'"), std::string::npos) << key;
+  }
+  ds = deepseek_json();
+  ds["num_key_value_heads"] = 2;
+  EXPECT_NE(error_of<UnsupportedError>(ds).find("num_key_value_heads"), std::string::npos);
 }
 
 TEST(ModelConfig, BadJsonAndMissingFile) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gptq/core/error.h"
+#include "gptq/model/mla.h"
 
 namespace gptq::model {
 namespace {
@@ -380,6 +381,92 @@ TEST(BlockForward, ObserverMustKeepShapes) {
   RotaryCache rope(config, 4, at::kFloat, at::kCPU);
   ReshapingObserver observer;
   EXPECT_THROW(block_forward(config, weights, at::randn({1, 4, 32}), rope, &observer), InputError);
+}
+
+// DeepSeek-V3's interleaved pairs (x0, x1), (x2, x3), ... rotate like
+// rotate_half's (x_i, x_{i + d/2}) once de-interleaved.
+TEST(Rope, InterleavedPairsRotateLikeDeinterleavedHalves) {
+  ModelConfig config = tiny_config();
+  RotaryCache cache(config, 10, at::kFloat, at::kCPU);
+  const at::Tensor x = at::randn({2, 3, 10, 8});
+  const at::Tensor deinterleaved = at::cat({x.slice(-1, 0, 8, 2), x.slice(-1, 1, 8, 2)}, -1);
+  EXPECT_LT(max_diff(apply_rotary_interleaved(x, cache.cos(), cache.sin()),
+                     apply_rotary(deinterleaved, cache.cos(), cache.sin())), 1e-6);
+}
+
+ModelConfig mla_config(bool q_lora) {
+  nlohmann::json json = {{"architectures", {"DeepseekV3ForCausalLM"}},
+                         {"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 1},
+                         {"num_attention_heads", 4}, {"vocab_size", 50}, {"rms_norm_eps", 1e-2},
+                         {"first_k_dense_replace", 1}, {"n_routed_experts", 4}, {"num_experts_per_tok", 2},
+                         {"moe_intermediate_size", 16}, {"kv_lora_rank", 12}, {"qk_nope_head_dim", 6},
+                         {"qk_rope_head_dim", 4}, {"v_head_dim", 5}};
+  json["q_lora_rank"] = q_lora ? nlohmann::json(20) : nlohmann::json(nullptr);
+  return parse_model_config(json.dump(), "test");
+}
+
+BlockWeights random_mla_block(const ModelConfig& config) {
+  at::manual_seed(5);
+  const LayerSpec& layer = config.layer(0);
+  BlockWeights block;
+  block.layer = 0;
+  for (const auto& name : layer.linear_names()) {
+    const std::vector<int64_t> shape = linear_shape(config, 0, name);
+    block.tensors[name + ".weight"] = at::randn(shape) / std::sqrt(static_cast<double>(shape[1]));
+  }
+  block.tensors["input_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
+  block.tensors["post_attention_layernorm.weight"] = 1 + 0.1 * at::randn({config.hidden_size});
+  if (layer.mla.q_lora_rank > 0) {
+    block.tensors["self_attn.q_a_layernorm.weight"] = 1 + 0.1 * at::randn({layer.mla.q_lora_rank});
+  }
+  block.tensors["self_attn.kv_a_layernorm.weight"] = 1 + 0.1 * at::randn({layer.mla.kv_lora_rank});
+  return block;
+}
+
+// The latent groups read the latents of the finished input projections,
+// normed with their own eps (1e-6, not rms_norm_eps), in block order.
+TEST(BlockForward, LatentAttentionObserverSitesAndInputs) {
+  for (const bool q_lora : {true, false}) {
+    SCOPED_TRACE(q_lora ? "q_lora_rank 20" : "q_lora_rank null");
+    const ModelConfig config = mla_config(q_lora);
+    const LayerSpec& layer = config.layer(0);
+    BlockWeights weights = random_mla_block(config);
+    const at::Tensor x = at::randn({3, 6, 32});
+    RotaryCache rope(config, 6, at::kFloat, at::kCPU);
+    RecordingObserver observer;
+    BlockOptions chunked;
+    chunked.batch_chunk = 2;
+    const at::Tensor plain = block_forward(config, weights, x, rope);
+    EXPECT_LT(max_diff(block_forward(config, weights, x, rope, &observer, chunked), plain), 1e-6);
+
+    const size_t n_groups = q_lora ? 6 : 5;
+    ASSERT_EQ(observer.indices.size(), n_groups);
+    const at::Tensor normed = rms_norm(x, weights.at("input_layernorm.weight"), 1e-2);
+    EXPECT_LT(max_diff(observer.inputs[0], normed), 1e-6);
+    size_t group = 1;
+    if (q_lora) {
+      EXPECT_EQ(observer.names[group], std::vector<std::string>{"self_attn.q_b_proj"});
+      const at::Tensor q_a = at::linear(normed, weights.at("self_attn.q_a_proj.weight"));
+      EXPECT_LT(max_diff(observer.inputs[group], rms_norm(q_a, weights.at("self_attn.q_a_layernorm.weight"), 1e-6)),
+                1e-6);
+      ++group;
+    }
+    EXPECT_EQ(observer.names[group], std::vector<std::string>{"self_attn.kv_b_proj"});
+    const at::Tensor kv_a = at::linear(normed, weights.at("self_attn.kv_a_proj_with_mqa.weight")).narrow(-1, 0, 12);
+    EXPECT_LT(max_diff(observer.inputs[group], rms_norm(kv_a, weights.at("self_attn.kv_a_layernorm.weight"), 1e-6)),
+              1e-6);
+    EXPECT_GT(max_diff(observer.inputs[group], rms_norm(kv_a, weights.at("self_attn.kv_a_layernorm.weight"), 1e-2)),
+              1e-4);  // the eps is not rms_norm_eps
+    EXPECT_EQ(observer.shapes[group + 1], (std::vector<int64_t>{3, 6, 4 * 5}));  // o_proj: n_heads * v_head_dim
+    EXPECT_EQ(observer.names[group + 1], std::vector<std::string>{layer.attention.o_proj});
+
+    // Zeroing the input projections in their hook: the latents downstream see it.
+    BlockWeights zeroed = random_mla_block(config);
+    RecordingObserver zero_inputs;
+    zero_inputs.zero_group = 0;
+    block_forward(config, zeroed, x, rope, &zero_inputs, chunked);
+    EXPECT_TRUE(zero_inputs.inputs[1].eq(0).all().item<bool>());
+  }
 }
 
 }  // namespace

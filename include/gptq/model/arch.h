@@ -18,6 +18,12 @@
 //   {gate_proj, up_proj}     <- post_attention_layernorm(h')  [B, T, hidden]      kMlpInput
 //   {down_proj}              <- act(gate) * up                [B, T, intermediate] kMlpHidden
 // Fused checkpoints (Phi-3) have {qkv_proj} and {gate_up_proj} instead.
+// Multi-head latent attention (DeepSeek-V3) projects through two low-rank
+// latents, each normed before its up-projection:
+//   {q_a_proj | q_proj, kv_a_proj_with_mqa} <- input_layernorm(h)       kAttentionInput
+//   {q_b_proj}  <- q_a_layernorm(q_a_proj(n1))            [B, T, q_lora_rank]   kQueryLatent
+//   {kv_b_proj} <- kv_a_layernorm(kv_a_proj(n1)[:kv_lora_rank])  [B, T, kv_lora_rank] kKvLatent
+//   {o_proj}    <- attention output                        [B, T, n_heads*v_head_dim]
 // Gemma's sandwich norms (on the attention and MLP outputs) sit after the
 // linears, so they change no group's input site.
 //
@@ -29,7 +35,9 @@
 // a new part (an attention or MLP kind) is an enum value, its groups in
 // layer_groups() and its forward in model/forward.cpp.
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gptq::model {
@@ -55,8 +63,13 @@ enum class SlidingWindowRule {
 // kRmsNormPlusOne: (1 + weight) * (x / sqrt(mean(x^2) + eps)), all in fp32,
 // cast at the end (GemmaRMSNorm: the stored weight is an offset from 1).
 enum class NormKind { kRmsNorm, kRmsNormPlusOne };
-// RoPE (rotate_half), causal, n_kv_heads <= n_heads, scale 1/sqrt(head_dim).
-enum class AttentionKind { kRopeCausalGqa };
+// kRopeCausalGqa: RoPE (rotate_half), causal, n_kv_heads <= n_heads, scale
+// 1/sqrt(head_dim).
+// kMla: DeepSeek's multi-head latent attention (MlaShape): q from q_proj or
+// q_b_proj(norm(q_a_proj(x))); k/v from kv_b_proj(norm(latent)), each head's
+// key [k_nope | k_rope] with k_rope one rotated head shared by all heads;
+// causal, scale qk_head_dim^-0.5 (times YaRN's mscale^2 when set).
+enum class AttentionKind { kRopeCausalGqa, kMla };
 // Where a q/k RMSNorm sits: none, over each head's head_dim (Qwen3), or over
 // the whole projection before it is split into heads (OLMoE).
 enum class QkNorm { kNone, kPerHead, kWholeProjection };
@@ -75,40 +88,89 @@ enum class Activation { kSilu, kGeluTanh, kGelu };
 enum class MoeLayerRule {
   kAllLayers,   // Mixtral, OLMoE
   kSparseStep,  // Qwen2/3-MoE: (i + 1) % decoder_sparse_step == 0 and i not in mlp_only_layers
+  kFirstKDense,  // DeepSeek-V3: i >= first_k_dense_replace
 };
+
+// How the router turns logits into top-k experts and weights.
+// kSoftmaxTopK: softmax, top-k, optional renormalisation (Mixtral, Qwen-MoE, OLMoE).
+// kSigmoidGroupLimited (DeepSeek-V3), all in fp32 with the router weight in fp32:
+//   s = sigmoid(router(x)); c = s + e_score_correction_bias (for choosing only);
+//   the top topk_group of n_group groups by the sum of each group's top-2 c;
+//   top-k of c within those groups; weights s gathered at those experts,
+//   divided by (their sum + 1e-20) when norm_topk_prob, times routed_scaling_factor.
+enum class RouterKind { kSoftmaxTopK, kSigmoidGroupLimited };
 
 // The routed experts of a sparse MLP. Expert e's linears are
 // "<experts><e>.<gate|up|down>"; the router is a [n_experts, hidden] linear
 // that is never quantized (nor is the shared expert's gate).
 struct MoeSpec {
   MoeLayerRule layers = MoeLayerRule::kAllLayers;
+  RouterKind router_kind = RouterKind::kSoftmaxTopK;
   std::string router = "mlp.gate";
+  // kSigmoidGroupLimited: the [n_experts] score-correction bias, fp32 like the router.
+  std::string router_bias = "mlp.gate.e_score_correction_bias";
   std::string experts = "mlp.experts.";
   std::string gate = "gate_proj";
   std::string up = "up_proj";
   std::string down = "down_proj";
   // Top-k probabilities renormalised to sum 1: always (Mixtral) or as
-  // config.json "norm_topk_prob" says (Qwen-MoE, OLMoE; false when absent).
+  // config.json "norm_topk_prob" says (Qwen-MoE, OLMoE: false when absent;
+  // DeepSeek-V3: true when absent).
   bool always_renormalize = false;
+  bool renormalize_default = false;
   // Mixtral keeps the routing weights in fp32 and multiplies expert outputs
   // in fp32; the others cast them to the compute dtype first.
   bool fp32_routing_weights = false;
   // config.json key of the experts' intermediate width ("moe_intermediate_size"
   // for Qwen-MoE; Mixtral and OLMoE use "intermediate_size").
   std::string intermediate_key = "intermediate_size";
-  bool shared_expert = false;  // Qwen2-MoE
+  bool shared_expert = false;  // Qwen2-MoE, DeepSeek-V3
+  // The shared expert's width: config key "shared_expert_intermediate_size"
+  // (Qwen2-MoE), or this key's count times the experts' width (DeepSeek-V3
+  // "n_shared_experts").
+  std::string shared_count_key;
   std::string shared_prefix = "mlp.shared_expert.";
+  // Its sigmoid gate (Qwen2-MoE); empty: ungated (DeepSeek-V3).
   std::string shared_gate = "mlp.shared_expert_gate";
 };
 
 // Where in the block a group of linears reads its input, in block order.
-enum class InputSite { kAttentionInput, kAttentionOutput, kMlpInput, kMlpHidden };
+enum class InputSite { kAttentionInput, kQueryLatent, kKvLatent, kAttentionOutput, kMlpInput, kMlpHidden };
 const char* input_site_name(InputSite site);
 
 struct NormSpec {
+  NormSpec() = default;
+  NormSpec(NormKind norm_kind, std::string norm_name, std::optional<double> fixed_eps = std::nullopt)
+      : kind(norm_kind), name(std::move(norm_name)), eps(fixed_eps) {}
   NormKind kind = NormKind::kRmsNorm;
   std::string name;  // relative tensor name without ".weight"; empty: no such norm
+  // A fixed epsilon (DeepSeek's latent norms use 1e-6 whatever rms_norm_eps
+  // says); unset: config.json "rms_norm_eps".
+  std::optional<double> eps;
   bool present() const { return !name.empty(); }
+};
+
+// Multi-head latent attention's names (AttentionKind::kMla); q_proj and
+// o_proj are AttentionSpec's.
+struct MlaSpec {
+  std::string q_a_proj = "self_attn.q_a_proj";
+  NormSpec q_a_norm{NormKind::kRmsNorm, "self_attn.q_a_layernorm", 1e-6};
+  std::string q_b_proj = "self_attn.q_b_proj";
+  std::string kv_a_proj = "self_attn.kv_a_proj_with_mqa";
+  NormSpec kv_a_norm{NormKind::kRmsNorm, "self_attn.kv_a_layernorm", 1e-6};
+  std::string kv_b_proj = "self_attn.kv_b_proj";
+};
+
+// MLA widths from config.json (per head unless noted).
+struct MlaShape {
+  int64_t q_lora_rank = 0;  // 0 ("q_lora_rank": null): a plain q_proj
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  // "rope_interleave": the rotary dims are stored as pairs (x0, x1), (x2, x3), ...
+  bool rope_interleave = false;
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
 };
 
 struct AttentionSpec {
@@ -124,7 +186,8 @@ struct AttentionSpec {
   bool clip_qkv = false;
   NormSpec q_norm{NormKind::kRmsNorm, "self_attn.q_norm"};
   NormSpec k_norm{NormKind::kRmsNorm, "self_attn.k_norm"};
-  BiasRule qkv_bias;  // q_proj, k_proj, v_proj (or qkv_proj)
+  MlaSpec mla;  // kMla only
+  BiasRule qkv_bias;  // q_proj, k_proj, v_proj (or qkv_proj); kMla: q_a_proj, kv_a_proj
   BiasRule o_bias;
   // Gemma: scores scaled by query_pre_attn_scalar^-0.5 instead of head_dim^-0.5
   // (config key; empty: head_dim), and soft-capped, cap * tanh(scores / cap),
@@ -215,6 +278,11 @@ struct LayerSpec {
   bool renormalize_top_k = false;
   int64_t expert_intermediate_size = 0;
   int64_t shared_intermediate_size = 0;  // 0: no shared expert
+  // RouterKind::kSigmoidGroupLimited: config.json n_group, topk_group, routed_scaling_factor.
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  double routed_scaling_factor = 1.0;
+  MlaShape mla;  // attention.kind == kMla
   std::vector<LinearGroup> groups;  // true-sequential, in block order
 
   bool is_moe() const { return mlp.kind == MlpKind::kSparseMoe; }

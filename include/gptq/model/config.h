@@ -19,17 +19,27 @@
 
 namespace gptq::model {
 
-enum class RopeType { kDefault, kLinear, kLlama3 };
+enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
 
 // inv_freq[i] = 1 / theta^(2i / head_dim), then rescaled per `type`
-// (llama3: Meta's Llama 3.1 low/high frequency interpolation).
+// (llama3: Meta's Llama 3.1 low/high frequency interpolation; yarn: a ramp
+// between extrapolated and factor-interpolated frequencies over the dims
+// whose wavelengths fall between beta_fast and beta_slow rotations of the
+// original context, and cos/sin times attention_factor).
 struct RopeConfig {
   RopeType type = RopeType::kDefault;
   double theta = 10000.0;
   double factor = 1.0;            // linear, llama3
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
-  int64_t original_max_position_embeddings = 0;  // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3, yarn
+  double beta_fast = 32;         // yarn
+  double beta_slow = 1;          // yarn
+  bool truncate = true;          // yarn: correction range rounded outwards to whole dims
+  double attention_factor = 1;   // yarn: cos and sin are multiplied by it
+  // DeepSeek's attention-scale correction for a scaled RoPE (0: none); see
+  // LayerSpec::attention_scale.
+  double mscale_all_dim = 0;
   // Phi-3 (and others): only the first head_dim * factor dims of each head
   // are rotated; the rest pass through.
   double partial_rotary_factor = 1.0;

@@ -6,6 +6,9 @@
 //   out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2))
 // with n1 = input_layernorm(x), n2 = post_attention_layernorm(h); causal
 // attention (optionally a sliding window), GQA, scale 1/sqrt(head_dim).
+// DeepSeek-V3's layers run multi-head latent attention (mla.h) instead; the
+// observed forward then also feeds the latent sites (kQueryLatent, kKvLatent)
+// between the input projections and o_proj.
 //
 // Which names, norms and groups a block has comes from its LayerSpec
 // (config.layer(weights.layer)); nothing here names a family.

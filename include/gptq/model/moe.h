@@ -7,6 +7,10 @@
 //            (+ sigmoid(shared_gate(x)) * shared(x))
 // with expert(x) = down(silu(gate(x)) * up(x)). Mixtral keeps w in fp32 and
 // scales expert outputs in fp32; the others cast w to the compute dtype.
+// DeepSeek-V3 (DeepseekV3TopkRouter, RouterKind::kSigmoidGroupLimited) picks
+// e by sigmoid scores plus a bias within the best groups, w from the unbiased
+// scores times routed_scaling_factor, all fp32 and kept fp32; its shared
+// expert is added ungated.
 //
 // Tokens are grouped by expert once (a stable sort of the n * top_k
 // assignments), so each expert runs on exactly the tokens routed to it.
