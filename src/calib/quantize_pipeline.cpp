@@ -440,10 +440,9 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   model::BlockStats block_stats;
   int64_t zero_points_raised = 0;
 
-  for (int layer = 0; layer < config.n_layers; ++layer) {
-    const std::string prefix = config.layer_prefix(layer);
-    block_options.solve.layer_prefix = prefix;
-    const LinearSink sink = [&](LinearResult&& result) {
+  // Each solved linear: logged, packed into the writer, then a chance to stop cleanly.
+  auto sink_for = [&](const std::string& prefix) -> LinearSink {
+    return [&, prefix](LinearResult&& result) {
       const std::string full_name = prefix + result.name;
       log.record(full_name, result, layers);
       if (!result.quantized) return;
@@ -454,6 +453,11 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       write_s += seconds_since(write_start);
       throw_if_interrupted(full_name);
     };
+  };
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    const std::string prefix = config.layer_prefix(layer);
+    block_options.solve.layer_prefix = prefix;
+    const LinearSink sink = sink_for(prefix);
     try {
       throw_if_interrupted("the start of " + prefix.substr(0, prefix.size() - 1));
       model::BlockWeights weights = model::load_block(source, config, layer, dtype, device);
@@ -473,17 +477,9 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   }
   if (resolved.lm_head) {
     block_options.solve.layer_prefix = "";
-    const LinearSink sink = [&](LinearResult&& result) {
-      log.record(result.name, result, layers);
-      if (!result.quantized) return;
-      zero_points_raised += result.n_zero_raised;
-      const auto write_start = Clock::now();
-      writer.add_linear(result.name, result.solved, result.scheme);
-      replaced.insert(result.name + ".weight");
-      write_s += seconds_since(write_start);
-    };
     try {
-      quantize_lm_head(config, source, hidden, *resolved.lm_head, block_options.solve, dtype, device, sink, times);
+      quantize_lm_head(config, source, hidden, *resolved.lm_head, block_options.solve, dtype, device, sink_for(""),
+                       times);
     } catch (...) {
       log.finish();
       rethrow_with_context(lm_head_module(config));

@@ -91,6 +91,16 @@ std::string glob_to_regex(const std::string& glob) {
   return out;
 }
 
+// The whole-name regex of a rule's match; InputError naming a malformed one.
+std::regex compile_match(const std::string& match) {
+  const bool is_regex = match.starts_with("re:");
+  try {
+    return std::regex(is_regex ? match.substr(3) : glob_to_regex(match), std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw InputError("recipe match '" + match + "' is not a valid regex: " + e.what());
+  }
+}
+
 }  // namespace
 
 Recipe parse_recipe(const std::string& json_text, const std::string& source) {
@@ -127,7 +137,7 @@ Recipe parse_recipe(const std::string& json_text, const std::string& source) {
       GPTQ_CHECK(rule.at("skip").is_boolean(), named, ": key 'skip' must be true or false");
       parsed.skip = rule.at("skip").get<bool>();
     }
-    recipe_matches(parsed.match, "");  // a malformed regex fails here, named
+    compile_match(parsed.match);  // a malformed regex fails here, named
     recipe.rules.push_back(std::move(parsed));
   }
   return recipe;
@@ -143,15 +153,7 @@ Recipe load_recipe(const std::filesystem::path& path) {
 }
 
 bool recipe_matches(const std::string& match, const std::string& module_name) {
-  const bool is_regex = match.starts_with("re:");
-  const std::string pattern = is_regex ? match.substr(3) : glob_to_regex(match);
-  std::regex compiled;
-  try {
-    compiled = std::regex(pattern, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    throw InputError("recipe match '" + match + "' is not a valid regex: " + e.what());
-  }
-  return std::regex_match(module_name, compiled);
+  return std::regex_match(module_name, compile_match(match));
 }
 
 std::string rule_label(const Recipe& recipe, size_t rule_index) {
@@ -162,10 +164,7 @@ solver::SchemeResolver resolve_recipe(const Recipe& recipe, const solver::Scheme
                                       const std::vector<std::string>& modules, const std::string& lm_head) {
   // Rules compiled once; every module walks all of them in order.
   std::vector<std::regex> compiled;
-  for (const RecipeRule& rule : recipe.rules) {
-    const bool is_regex = rule.match.starts_with("re:");
-    compiled.emplace_back(is_regex ? rule.match.substr(3) : glob_to_regex(rule.match), std::regex::ECMAScript);
-  }
+  for (const RecipeRule& rule : recipe.rules) compiled.push_back(compile_match(rule.match));
   std::vector<bool> used(recipe.rules.size(), false);
   solver::SchemeResolver resolver(default_scheme);
   auto resolve_one = [&](const std::string& module, bool named_only) {
