@@ -10,8 +10,11 @@
 #include "gptq/backend/device.h"
 #include "gptq/calib/block_runner.h"
 #include "gptq/calib/calibration.h"
+#include "gptq/calib/run_fingerprint.h"
+#include "gptq/calib/work_dir.h"
 #include "gptq/tokenizer/tokenizer.h"
 #include "gptq/core/error.h"
+#include "gptq/core/fault_point.h"
 #include "gptq/core/interrupt.h"
 #include "gptq/core/log.h"
 #include "gptq/core/progress.h"
@@ -64,13 +67,16 @@ std::string shape_text(const LinearResult& result) {
 // Per-linear reporting: one stable log line off a TTY, the redrawn line on one.
 class LinearLog {
  public:
-  LinearLog(int total, const QuantizeOptions& options)
-      : progress_("quantizing", total, options.progress),
+  // `already_done` linears were finished by an earlier (resumed) attempt.
+  LinearLog(int total, int already_done, const QuantizeOptions& options)
+      : progress_("quantizing", total - already_done, options.progress),
         total_(total),
         width_(static_cast<int>(std::to_string(total).size())),
+        done_(already_done),
         options_(options) {}
 
   void record(const std::string& full_name, const LinearResult& result, nlohmann::json& layers) {
+    const bool ends_batch = result.batch.empty() || result.batch_remaining == 0;
     ++done_;
     layers.push_back(report_entry(full_name, result));
     if (progress_.redraws()) progress_.advance(full_name);
@@ -159,7 +165,7 @@ class LinearLog {
   Progress progress_;
   int total_;
   int width_;
-  int done_ = 0;
+  int done_;
   const QuantizeOptions& options_;
 };
 
@@ -330,6 +336,28 @@ void print_scheme_table(const model::ModelConfig& config, const ResolvedSchemes&
   std::fflush(stdout);
 }
 
+// Every module's resolved scheme, as one hash for the run's fingerprint.
+std::string schemes_digest(const model::ModelConfig& config, const ResolvedSchemes& resolved) {
+  std::vector<std::string> modules = linear_modules(config);
+  const std::string lm_head = lm_head_module(config);
+  modules.push_back(lm_head);
+  std::string text;
+  for (const auto& name : modules) {
+    const std::optional<solver::Scheme> scheme = name == lm_head ? resolved.lm_head : resolved.schemes.resolve(name);
+    text += name;
+    if (!scheme) {
+      text += " skip\n";
+      continue;
+    }
+    char line[160];
+    std::snprintf(line, sizeof line, " %d %d %d %d %d %d %.17g %s\n", scheme->quant.bits, scheme->quant.group_size,
+                  scheme->quant.sym, scheme->quant.mse, scheme->desc_act, scheme->static_groups,
+                  scheme->damp_percent, solver::method_name(scheme->method));
+    text += line;
+  }
+  return "fnv1a64:" + hex64(fnv1a64(text.data(), text.size()));
+}
+
 // A checkpoint that is already quantized is never quantized again.
 void refuse_quantized_source(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
                              const fs::path& model_dir) {
@@ -409,28 +437,68 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       backend::resolve_compute(options.device, options.dtype, config.torch_dtype);
   const c10::Device device = context.device;
   const c10::ScalarType dtype = context.dtype;
-  pack::CheckpointWriter writer(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
   report["device"] = device.str();
   report["dtype"] = model::dtype_to_hf_name(dtype);
   report["architecture"] = config.architecture;
+
+  // The work directory: refused or resumed before any heavy work.
+  const fs::path work_path = options.work_dir.empty() ? WorkDir::default_path(options.output_dir) : options.work_dir;
+  std::error_code exists_error;
+  const bool output_exists = fs::exists(options.output_dir, exists_error);
+  GPTQ_CHECK(!output_exists || (options.resume && WorkDir::holds_state(work_path)), "output '",
+             options.output_dir.string(), "' already exists; choose a new directory or remove it");
+  std::unique_ptr<WorkDir> work = WorkDir::open(work_path, options.resume);
   spdlog::info("{}: {} with {} layers, hidden {}, computing in {} on {}", options.model_dir.string(),
                config.architecture, config.n_layers, config.hidden_size,
                model::dtype_to_hf_name(dtype), device.str());
   const double load_s = seconds_since(phase_start);
 
   phase_start = Clock::now();
+  at::Tensor ids;
+  if (calibrated) ids = calibration_ids(options, config, report);
+  work->bind(run_fingerprint(options, source.checkpoint(), ids,
+                             model::dtype_to_hf_name(dtype) + " on " + device.str(), schemes_digest(config, resolved)));
+  if (output_exists) {
+    // Killed after the output's rename, before the work directory was removed.
+    GPTQ_CHECK(work->finalizing(), "output '", options.output_dir.string(), "' already exists; choose a new "
+               "directory or remove it");
+    spdlog::info("'{}' is already complete (its run was stopped after writing it); removing '{}'",
+                 options.output_dir.string(), work->path().string());
+    work->remove();
+    report["resume"] = {{"work_dir", work_path.string()}, {"steps_restored", "all"}, {"already_complete", true}};
+    return report;
+  }
+  pack::CheckpointWriter writer(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
+
+  const int n_steps = config.n_layers + (resolved.lm_head ? 1 : 0);
+  const int first_step = std::min(work->steps_done(), n_steps);
+  nlohmann::json layers = nlohmann::json::array();
+  std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
+  int64_t zero_points_raised = 0;
+  for (int step = 0; step < first_step; ++step) {
+    const StepRecord record = work->record(step);
+    for (const auto& entry : record.layers) layers.push_back(entry);
+    replaced.insert(record.replaced.begin(), record.replaced.end());
+    zero_points_raised += record.zero_points_raised;
+  }
+  report["resume"] = {{"work_dir", work_path.string()}, {"steps_restored", first_step}};
+  if (first_step > 0) {
+    spdlog::info("resuming from '{}': {} of {} step(s) already done", work_path.string(), first_step, n_steps);
+  }
+  // The input of the first step to run: the embeddings, or what the work directory kept.
   at::Tensor hidden;
   std::optional<model::RotaryCache> rope;
-  if (calibrated) {
-    at::Tensor ids = calibration_ids(options, config, report);
-    hidden = model::embed(config, model::load_embedding(source, config, dtype, device), ids.to(device));
+  const bool lm_head_needs_input = resolved.lm_head && resolved.lm_head->method == Method::kGptq;
+  if (calibrated && first_step < n_steps && (first_step < config.n_layers || lm_head_needs_input)) {
+    hidden = first_step == 0
+                 ? model::embed(config, model::load_embedding(source, config, dtype, device), ids.to(device))
+                 : work->load_input(dtype, device);
     rope.emplace(config, options.seqlen, dtype, device);
   }
   const double calibration_s = seconds_since(phase_start);
 
-  LinearLog log(static_cast<int>(config.n_linears()) + (resolved.lm_head ? 1 : 0), options);
-  nlohmann::json layers = nlohmann::json::array();
-  std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
+  LinearLog log(static_cast<int>(config.n_linears()) + (resolved.lm_head ? 1 : 0), static_cast<int>(layers.size()),
+                options);
   PhaseTimes times;
   double write_s = 0;
   BlockQuantizeOptions block_options;
@@ -438,23 +506,50 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   block_options.true_sequential = options.true_sequential;
   block_options.block = options.block;
   model::BlockStats block_stats;
-  int64_t zero_points_raised = 0;
 
-  // Each solved linear: logged, packed into the writer, then a chance to stop cleanly.
+  // One step's packed linears and record, made durable when the step is done.
+  std::vector<std::pair<std::string, at::Tensor>> step_tensors;
+  StepRecord step_record;
   auto sink_for = [&](const std::string& prefix) -> LinearSink {
     return [&, prefix](LinearResult&& result) {
       const std::string full_name = prefix + result.name;
-      log.record(full_name, result, layers);
+      log.record(full_name, result, step_record.layers);
+      fault_point("linear-solved");
       if (!result.quantized) return;
-      zero_points_raised += result.n_zero_raised;
-      const auto write_start = Clock::now();
-      writer.add_linear(full_name, result.solved, result.scheme);
-      replaced.insert(full_name + ".weight");
-      write_s += seconds_since(write_start);
+      step_record.zero_points_raised += result.n_zero_raised;
+      for (auto& packed : format->pack(full_name, result.solved, result.scheme)) step_tensors.push_back(std::move(packed));
+      step_record.replaced.push_back(full_name + ".weight");
       throw_if_interrupted(full_name);
     };
   };
-  for (int layer = 0; layer < config.n_layers; ++layer) {
+  auto finish_step = [&](const at::Tensor& next_input) {
+    const auto write_start = Clock::now();
+    work->commit_step(step_tensors, next_input, step_record);
+    for (const auto& entry : step_record.layers) layers.push_back(entry);
+    replaced.insert(step_record.replaced.begin(), step_record.replaced.end());
+    zero_points_raised += step_record.zero_points_raised;
+    step_tensors.clear();
+    step_record = StepRecord();
+    write_s += seconds_since(write_start);
+  };
+  // After a failure the work directory stays resumable once a step is
+  // durable; bad input (exit 2) keeps it too but says the input must change.
+  auto fail_step = [&](const std::string& where) {
+    log.finish();
+    try {
+      rethrow_with_context(where);
+    } catch (const Error& e) {
+      if (work->steps_done() == 0) {
+        work->remove();
+        throw;
+      }
+      const std::string kept = "'" + work->path().string() + "' keeps " + std::to_string(work->steps_done()) +
+                               " of " + std::to_string(n_steps) + " step(s)";
+      if (e.exit_code() == 2) rethrow_with_note(kept + "; fix the input, then rerun with --resume or remove it");
+      rethrow_with_note(kept + "; rerun with --resume to continue");
+    }
+  };
+  for (int layer = first_step; layer < config.n_layers; ++layer) {
     const std::string prefix = config.layer_prefix(layer);
     block_options.solve.layer_prefix = prefix;
     const LinearSink sink = sink_for(prefix);
@@ -470,46 +565,66 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       } else {
         quantize_block_rtn(config, weights, block_options.solve, sink, times);
       }
+      const bool input_needed = calibrated && (layer + 1 < config.n_layers || lm_head_needs_input);
+      finish_step(input_needed ? hidden : at::Tensor());
     } catch (...) {
-      log.finish();
-      rethrow_with_context(prefix.substr(0, prefix.size() - 1));
+      fail_step(prefix.substr(0, prefix.size() - 1));
     }
   }
-  if (resolved.lm_head) {
+  if (resolved.lm_head && first_step < n_steps) {
     block_options.solve.layer_prefix = "";
     try {
       quantize_lm_head(config, source, hidden, *resolved.lm_head, block_options.solve, dtype, device, sink_for(""),
                        times);
+      finish_step(at::Tensor());
     } catch (...) {
-      log.finish();
-      rethrow_with_context(lm_head_module(config));
+      fail_step(lm_head_module(config));
     }
   }
   log.finish();
   hidden = at::Tensor();
-  if (calibrated) {
+  if (calibrated && block_stats.n_chunks > 0) {
     report["calibration"]["streamed"] = block_stats.mlp_recomputed;
     report["calibration"]["note"] = streaming_note(block_stats, options.block.max_held_bytes);
     spdlog::info("calibration: {}", report["calibration"]["note"].get<std::string>());
   }
 
-  // Everything that was not quantized is copied unchanged, in its stored dtype.
+  // The output: every step's packed linears as the work directory holds them
+  // (so a resumed run writes the same bytes as an uninterrupted one), then
+  // everything that was not quantized, copied unchanged in its stored dtype.
   phase_start = Clock::now();
   const io::Checkpoint& checkpoint = source.checkpoint();
-  for (const auto& name : checkpoint.names()) {
-    throw_if_interrupted("the copy of the unquantized tensors");
-    if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
+  const std::string resume_note =
+      "rerun with --resume to write the output from the finished steps ('" + work->path().string() + "')";
+  uint64_t output_bytes = 0;
+  try {
+    for (int step = 0; step < n_steps; ++step) {
+      throw_if_interrupted("the assembly of the output");
+      const std::unique_ptr<io::SafetensorsFile> packed = work->step_tensors(step);
+      for (const auto& tensor : packed->tensors()) writer.add(tensor.name, packed->load(tensor.name));
+    }
+    for (const auto& name : checkpoint.names()) {
+      throw_if_interrupted("the copy of the unquantized tensors");
+      if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
+    }
+    pack::RunSettings settings;
+    settings.desc_act = calibrated && schemes.default_scheme().act_order();
+    settings.damp_percent = options.gptq.damp_percent;
+    settings.true_sequential = options.true_sequential;
+    settings.static_groups = options.gptq.static_groups;
+    settings.method = calibrated ? "gptq" : "rtn";
+    settings.lm_head = resolved.lm_head.has_value();
+    settings.untie_word_embeddings =
+        settings.lm_head && model::lm_head_tensor_name(source, config) != config.arch.lm_head;
+    work->mark_finalizing();
+    output_bytes = writer.commit(schemes, settings);
+  } catch (const InputError&) {
+    throw;  // a source tensor that cannot be read: the input must change
+  } catch (...) {
+    rethrow_with_note(resume_note);
   }
-  pack::RunSettings settings;
-  settings.desc_act = calibrated && schemes.default_scheme().act_order();
-  settings.damp_percent = options.gptq.damp_percent;
-  settings.true_sequential = options.true_sequential;
-  settings.static_groups = options.gptq.static_groups;
-  settings.method = calibrated ? "gptq" : "rtn";
-  settings.lm_head = resolved.lm_head.has_value();
-  settings.untie_word_embeddings =
-      settings.lm_head && model::lm_head_tensor_name(source, config) != config.arch.lm_head;
-  const uint64_t output_bytes = writer.commit(schemes, settings);
+  fault_point("output-renamed");
+  work->remove();
   if (zero_points_raised > 0) {
     spdlog::info("{}: {} asymmetric group grid(s) had their zero point raised from 0 to 1 "
                  "(GPTQ v1 readers need zero >= 1; --format gptq_v2 keeps them)",

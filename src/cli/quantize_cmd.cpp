@@ -28,7 +28,9 @@ Output: a GPTQ v1 checkpoint (qweight/qzeros/scales/g_idx per linear, config.jso
 with quantization_config) that GPTQModel, vLLM and transformers load, or with
 --format gptq_v2 the same tensors with exact zero points (GPTQModel); written
 under a temporary name beside --output and renamed at the end. An existing
---output is refused (exit 2). v1 stores zero - 1, which vLLM and AutoGPTQ
+--output is refused (exit 2). After each block its results are kept durably in
+<output>.partial/ (--work-dir): a run stopped by Ctrl-C, kill -9, a full disk or
+a crash continues with the same command plus --resume and gives the same bytes. v1 stores zero - 1, which vLLM and AutoGPTQ
 misread for an asymmetric zero of 0, so --asym runs in v1 raise such zeros to
 1 (that group's step gets 1/(2^bits - 2) coarser; the report counts them).
 
@@ -71,6 +73,18 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
                  "in configs/); flags given here override its default");
   app.add_flag("--dry-run", job.dry_run,
                "print every linear's resolved scheme and exit without loading weights");
+  app.add_option_function<uint64_t>(
+         "--max-shard-mib", [&job](uint64_t mib) { job.max_shard_bytes = mib << 20; },
+         "largest safetensors shard of the output, MiB (more tensors go to the next shard; one "
+         "tensor larger than this gets a shard of its own; 0: one file; default 4096)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 30));
+  app.add_flag("--resume", job.resume,
+               "continue a stopped or killed run from its last finished block (the work directory "
+               "must come from the same model, calibration and options; the output is byte-identical "
+               "to an uninterrupted run's)");
+  app.add_option("--work-dir", job.work_dir,
+                 "where the run keeps its finished blocks until the output is written (default: "
+                 "<output>.partial beside the output; removed at the end)");
   options.app = &app;
 }
 

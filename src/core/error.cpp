@@ -1,28 +1,41 @@
 #include "gptq/core/error.h"
 
 #include <exception>
+#include <functional>
 
 namespace gptq {
+namespace {
 
-void rethrow_with_context(const std::string& context) {
+// Rethrows the active exception with its message rewritten, keeping its kind.
+[[noreturn]] void rethrow_rewritten(const std::function<std::string(const std::string&)>& rewrite) {
   try {
     throw;
   } catch (const InputError& e) {
-    throw InputError(context + ": " + e.what());
+    throw InputError(rewrite(e.what()));
   } catch (const UnsupportedError& e) {
-    throw UnsupportedError(context + ": " + e.what());
+    throw UnsupportedError(rewrite(e.what()));
   } catch (const InterruptedError& e) {
-    throw InterruptedError(context + ": " + e.what(), e.signal_number());
+    throw InterruptedError(rewrite(e.what()), e.signal_number());
   } catch (const NumericalError& e) {
-    throw NumericalError(context + ": " + e.what());
+    throw NumericalError(rewrite(e.what()));
   } catch (const Error& e) {
-    throw Error(context + ": " + e.what());
+    throw Error(rewrite(e.what()));
   } catch (const std::exception& e) {
     // libtorch's c10::Error messages carry a C++ backtrace; keep the first line.
     std::string message = e.what();
     if (auto eol = message.find('\n'); eol != std::string::npos) message.resize(eol);
-    throw Error(context + ": " + message);
+    throw Error(rewrite(message));
   }
+}
+
+}  // namespace
+
+void rethrow_with_context(const std::string& context) {
+  rethrow_rewritten([&](const std::string& message) { return context + ": " + message; });
+}
+
+void rethrow_with_note(const std::string& note) {
+  rethrow_rewritten([&](const std::string& message) { return message + "; " + note; });
 }
 
 }  // namespace gptq

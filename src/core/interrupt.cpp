@@ -38,7 +38,7 @@ void throw_if_interrupted(std::string_view where) {
   if (signal_number == 0) return;
   const char* name = signal_number == SIGINT ? "SIGINT" : signal_number == SIGTERM ? "SIGTERM" : "a signal";
   throw InterruptedError(std::string(name) + " received during " + std::string(where) +
-                             "; stopped cleanly, no output written (there is no --resume yet: rerun to start over)",
+                             "; stopped cleanly, no output written",
                          signal_number);
 }
 

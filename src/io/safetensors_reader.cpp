@@ -29,11 +29,6 @@ struct FdGuard {
   }
 };
 
-size_t page_size() {
-  static const size_t size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  return size;
-}
-
 }  // namespace
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
@@ -54,6 +49,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
              " bytes: ", std::strerror(errno));
   file->mapping_ = static_cast<const uint8_t*>(mapping);
   file->mapping_size_ = file_size;
+  file->fd_ = guard.fd;
+  guard.fd = -1;
 
   uint64_t header_size = 0;
   std::memcpy(&header_size, file->mapping_, 8);
@@ -69,6 +66,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
 
 SafetensorsFile::~SafetensorsFile() {
   if (mapping_ != nullptr) ::munmap(const_cast<uint8_t*>(mapping_), mapping_size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
@@ -88,48 +86,68 @@ at::Tensor SafetensorsFile::view(const std::string& name) const {
                        at::TensorOptions().dtype(info->dtype).device(c10::kCPU));
 }
 
-at::Tensor SafetensorsFile::load(const std::string& name, std::optional<c10::ScalarType> dtype,
-                                 c10::Device device) const {
-  at::Tensor stored = view(name);
-  const TensorInfo& info = *find(name);
-  if (info.dtype == c10::ScalarType::Bool) {
-    // Any byte but 0/1 in a bool tensor is undefined behaviour in libtorch.
-    const uint8_t* bytes = data(info);
-    for (uint64_t byte_idx = 0; byte_idx < info.nbytes(); ++byte_idx) {
-      GPTQ_CHECK(bytes[byte_idx] <= 1, path_.string(), ": tensor ", quote_for_error(name),
-                 ": BOOL byte ", static_cast<int>(bytes[byte_idx]), " at element ", byte_idx,
-                 " is not 0 or 1");
-    }
+namespace {
+
+// pread of exactly n_bytes at offset; a short file is an InputError naming the tensor.
+void read_exactly(int fd, char* into, uint64_t n_bytes, uint64_t offset, const std::string& where) {
+  while (n_bytes > 0) {
+    const ssize_t got = ::pread(fd, into, std::min<uint64_t>(n_bytes, uint64_t{1} << 30), static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    GPTQ_CHECK(got >= 0, where, ": read failed: ", std::strerror(errno));
+    GPTQ_CHECK(got > 0, where, ": the file ends ", n_bytes,
+               " byte(s) short of it (truncated or replaced while the run was reading it?)");
+    into += got;
+    offset += static_cast<uint64_t>(got);
+    n_bytes -= static_cast<uint64_t>(got);
   }
-  const c10::ScalarType target = dtype.value_or(info.dtype);
-  // On the CPU convert straight out of the mapping (one copy, not a clone and
-  // a conversion); on a device convert there, so the bytes that cross the bus
-  // stay at the stored size. copy=true either way: nothing returned aliases
-  // the mapping, so its pages can be released as soon as the copy is done.
-  const c10::ScalarType copied_dtype = device.is_cpu() ? target : info.dtype;
-  at::Tensor copied = stored.to(device, copied_dtype, /*non_blocking=*/false, /*copy=*/true);
-  release_pages(info);
-  return copied_dtype == target ? copied : copied.to(target);
 }
 
-void SafetensorsFile::release_pages(const TensorInfo& info) const {
-  if (info.nbytes() == 0) return;
-  // Rounded outward, so the pages shared with neighbouring tensors (and the
-  // header) go too: the mapping is PROT_READ, so no page of it was ever copied
-  // on write and DONTNEED only unmaps page-cache pages; the next read (a
-  // neighbour's load, a live view(), another thread) faults the same file bytes
-  // back in. Rounding inward would keep up to two pages per tensor resident.
-  const uintptr_t page = page_size();
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data(info));
-  const uintptr_t aligned_begin = begin & ~(page - 1);
-  const uintptr_t aligned_end = (begin + info.nbytes() + page - 1) & ~(page - 1);
-  if (::madvise(reinterpret_cast<void*>(aligned_begin), aligned_end - aligned_begin,
-                MADV_DONTNEED) != 0 &&
-      !release_failed_.exchange(true)) {
-    // Only memory is at stake, so warn once per file and go on.
-    spdlog::warn("{}: madvise(MADV_DONTNEED) failed ({}); loaded tensors' file pages stay resident",
-                 path_.string(), std::strerror(errno));
+// Any byte but 0/1 in a bool tensor is undefined behaviour in libtorch.
+void check_bool_bytes(const at::Tensor& part, int64_t first_element, const std::string& where) {
+  const auto* bytes = static_cast<const uint8_t*>(part.data_ptr());
+  for (int64_t idx = 0; idx < part.numel(); ++idx) {
+    GPTQ_CHECK(bytes[idx] <= 1, where, ": BOOL byte ", static_cast<int>(bytes[idx]), " at element ",
+               first_element + idx, " is not 0 or 1");
   }
+}
+
+}  // namespace
+
+at::Tensor SafetensorsFile::load(const std::string& name, std::optional<c10::ScalarType> dtype,
+                                 c10::Device device) const {
+  const TensorInfo* found = find(name);
+  GPTQ_CHECK(found != nullptr, path_.string(), ": no tensor ", quote_for_error(name));
+  const TensorInfo& info = *found;
+  const std::string where = path_.string() + ": tensor " + quote_for_error(name);
+  const c10::ScalarType target = dtype.value_or(info.dtype);
+  const uint64_t offset = data_start_ + info.data_begin;
+  // pread, not the mapping: a file cut short after open() is then a short
+  // read with a message, not a SIGBUS, and no file page is left in our RSS.
+  // On a device the stored bytes cross the bus and are converted there.
+  const bool convert_on_cpu = device.is_cpu() && target != info.dtype;
+  at::Tensor out = at::empty(info.shape, at::TensorOptions().dtype(convert_on_cpu ? target : info.dtype));
+  if (!convert_on_cpu) {
+    read_exactly(fd_, static_cast<char*>(out.data_ptr()), info.nbytes(), offset, where);
+    if (info.dtype == c10::ScalarType::Bool) check_bool_bytes(out.reshape(-1), 0, where);
+    if (!device.is_cpu()) out = out.to(device);
+    return out.scalar_type() == target ? out : out.to(target);
+  }
+  // Converting on the CPU: through a bounded buffer, so only the result is
+  // ever resident at full size.
+  const int64_t element_size = static_cast<int64_t>(c10::elementSize(info.dtype));
+  const int64_t per_piece = std::max<int64_t>(1, (int64_t{1} << 20) / element_size);
+  at::Tensor flat = out.reshape(-1);
+  at::Tensor buffer = at::empty({std::min(per_piece, std::max<int64_t>(1, info.numel()))},
+                                at::TensorOptions().dtype(info.dtype));
+  for (int64_t start = 0; start < info.numel(); start += per_piece) {
+    const int64_t count = std::min(per_piece, info.numel() - start);
+    at::Tensor piece = buffer.narrow(0, 0, count);
+    read_exactly(fd_, static_cast<char*>(piece.data_ptr()), static_cast<uint64_t>(count * element_size),
+                 offset + static_cast<uint64_t>(start * element_size), where);
+    if (info.dtype == c10::ScalarType::Bool) check_bool_bytes(piece, start, where);
+    flat.narrow(0, start, count).copy_(piece);
+  }
+  return out;
 }
 
 }  // namespace gptq::io

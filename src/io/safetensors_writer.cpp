@@ -18,6 +18,7 @@
 #include <set>
 
 #include "gptq/core/error.h"
+#include "gptq/core/fault_point.h"
 #include "gptq/core/log.h"
 #include "gptq/io/safetensors.h"
 
@@ -184,6 +185,7 @@ void save_file(const fs::path& path, const std::vector<std::pair<std::string, at
   try {
     OutputFile out(temp);
     write_header(out, header_text(entries, metadata));
+    fault_point("file-write");
     for (const auto& tensor : contiguous) out.write(tensor.data_ptr(), tensor.nbytes());
     out.finish();
     rename_into_place(temp, path);
@@ -238,6 +240,7 @@ struct ShardedWriter::Impl {
     temps.push_back(shard.temp_path);
     OutputFile out(shard.temp_path);
     write_header(out, header_text(shard.entries, metadata));
+    fault_point("shard-write");
     out.append_from(spool_fd, shard.n_bytes);
     out.finish();
     GPTQ_CHECK(::ftruncate(spool_fd, 0) == 0 && ::lseek(spool_fd, 0, SEEK_SET) == 0,

@@ -1,12 +1,16 @@
 #include "gptq/pack/checkpoint_writer.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <system_error>
 
 #include "gptq/core/error.h"
+#include "gptq/core/fault_point.h"
 #include "gptq/core/log.h"
+#include "gptq/io/durable.h"
 #include "gptq/io/safetensors.h"
 
 namespace gptq::pack {
@@ -24,9 +28,7 @@ nlohmann::json read_json(const fs::path& path) {
 }
 
 void write_json(const fs::path& path, const nlohmann::json& value) {
-  std::ofstream out(path);
-  out << value.dump(2) << "\n";
-  GPTQ_CHECK(out.good(), "cannot write '", path.string(), "'");
+  io::write_text_durably(path, value.dump(2) + "\n");
 }
 
 uint64_t directory_bytes(const fs::path& dir) {
@@ -35,6 +37,23 @@ uint64_t directory_bytes(const fs::path& dir) {
     if (entry.is_regular_file()) total += entry.file_size();
   }
   return total;
+}
+
+// "<output>.tmp-<pid>" directories of runs that were killed (their pid is
+// gone): a kill -9 runs no destructor, so nobody else removes them.
+void remove_stale_temporaries(const fs::path& parent, const std::string& output_name) {
+  const std::string stem = output_name + ".tmp-";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(parent, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(stem) || !entry.is_directory(ec)) continue;
+    const std::string pid_text = name.substr(stem.size());
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    spdlog::info("removing '{}', left by a run that was killed", entry.path().string());
+    fs::remove_all(entry.path(), ec);
+  }
 }
 
 }  // namespace
@@ -62,6 +81,7 @@ CheckpointWriter::CheckpointWriter(fs::path source_dir, fs::path output_dir,
   if (absolute.filename().empty()) absolute = absolute.parent_path();
   GPTQ_CHECK(fs::is_directory(absolute.parent_path()), "parent directory of output '",
              output_dir_.string(), "' does not exist");
+  remove_stale_temporaries(absolute.parent_path(), absolute.filename().string());
   temp_dir_ = absolute.parent_path() /
               (absolute.filename().string() + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(temp_dir_, ec);
@@ -105,8 +125,11 @@ uint64_t CheckpointWriter::commit(const solver::SchemeResolver& schemes, const R
   std::error_code ec;
   GPTQ_CHECK(!fs::exists(output_dir_, ec), "output '", output_dir_.string(),
              "' appeared while quantizing; nothing was written");
+  io::sync_directory(temp_dir_);
+  fault_point("before-rename");
   fs::rename(temp_dir_, output_dir_);
   committed_ = true;
+  io::sync_directory(output_dir_.parent_path().empty() ? fs::path(".") : output_dir_.parent_path());
   return directory_bytes(output_dir_);
 }
 

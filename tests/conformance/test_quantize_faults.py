@@ -1,6 +1,7 @@
 """Faults during a run, from the outside: each gives one clear line, its exit
 status, and nothing partial (neither the output nor a temporary directory
-beside it).
+beside it). Once a block is finished the work directory (<output>.partial)
+stays, and the line says so (tests/conformance/test_resume.py resumes it).
 
 - a NaN in a source weight: exit 2 naming the tensor
 - activations that overflow to Inf inside a block: exit 1, "numerical
@@ -12,6 +13,7 @@ beside it).
 """
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -31,9 +33,11 @@ def edit_weight(model_dir: Path, name: str, edit) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def assert_nothing_left(parent: Path, output: str) -> None:
+def assert_nothing_left(parent: Path, output: str, work_dir_kept: bool = False) -> None:
     left = sorted(p.name for p in parent.iterdir() if p.name.startswith(output))
-    assert left == [], left
+    assert left == ([output + ".partial"] if work_dir_kept else []), left
+    if work_dir_kept:
+        shutil.rmtree(parent / (output + ".partial"))
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -55,7 +59,8 @@ def test_nan_in_a_source_weight_exits_2_naming_the_tensor(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = error_lines(proc.stderr)
         assert len(lines) == 1 and "'model.layers.1.mlp.up_proj.weight' holds NaN or Inf" in lines[0], proc.stderr
-        assert_nothing_left(tmp_path, "out")
+        assert "keeps 1 of 2 step(s); fix the input, then rerun with --resume" in lines[0], lines[0]
+        assert_nothing_left(tmp_path, "out", work_dir_kept=True)
 
 
 def test_overflowing_activations_exit_1_naming_the_block(tmp_path):
@@ -67,7 +72,8 @@ def test_overflowing_activations_exit_1_naming_the_block(tmp_path):
     assert proc.returncode == 1, proc.stderr
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and "numerical failure: model.layers.1" in lines[0], proc.stderr
-    assert_nothing_left(tmp_path, "out")
+    assert "keeps 1 of 2 step(s); rerun with --resume" in lines[0], lines[0]
+    assert_nothing_left(tmp_path, "out", work_dir_kept=True)
 
 
 def test_a_failing_write_exits_1_naming_the_file(tmp_path):

@@ -282,5 +282,20 @@ TEST_F(MalformedIndex, DirectoryWithoutCheckpoint) {
   expect_error<InputError>([&] { Checkpoint::open(empty / "nope"); }, {"nope"});
 }
 
+// A shard cut short while a run is reading it (after open() validated it):
+// the load names the file and tensor instead of dying of SIGBUS in the mapping.
+TEST(MalformedMidRun, TruncatedAfterOpenNamesTheFileAndTensor) {
+  ScratchDir dir;
+  const auto path = dir / "shard.safetensors";
+  save_file(path, {{"first", at::ones({64})}, {"last", at::ones({4096})}});
+  auto file = SafetensorsFile::open(path);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 1000);
+  EXPECT_TRUE(at::equal(file->load("first"), at::ones({64})));
+  for (auto dtype : {c10::kFloat, c10::kHalf}) {  // read straight, and read through the converting buffer
+    expect_error<InputError>([&] { file->load("last", dtype); },
+                             {"shard.safetensors", "'last'", "1000 byte(s) short", "truncated"});
+  }
+}
+
 }  // namespace
 }  // namespace gptq::io

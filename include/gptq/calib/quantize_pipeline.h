@@ -8,8 +8,13 @@
 //   per block load its weights only, quantize it in one forward pass
 //             (calib/block_runner.h), write its packed linears, free it;
 //             its output is the next block's input
-//   write     every other tensor copied unchanged (embeddings, norms, lm_head),
-//             config.json + quantize_config.json, tokenizer files; atomic rename
+//   per block its packed linears and its output (the next block's input) are
+//             made durable in the work directory (calib/work_dir.h), so a
+//             killed run continues with --resume and writes the same bytes
+//   write     the packed linears from the work directory, every other tensor
+//             copied unchanged (embeddings, norms, lm_head), config.json +
+//             quantize_config.json, tokenizer files; atomic rename; the work
+//             directory is removed
 //
 // Memory: one block's weights + the block's hidden-size activations for all
 // windows (resident on the device, never streamed from disk); tensors of
@@ -67,6 +72,12 @@ struct QuantizeOptions {
   // Resolve and print every linear's scheme (stdout), check everything, and
   // stop before loading weights or writing anything.
   bool dry_run = false;
+  // Where the run keeps its durable per-block state (calib/work_dir.h);
+  // empty: "<output_dir>.partial" beside the output.
+  std::filesystem::path work_dir;
+  // Continue the run whose state is in work_dir after its last durable
+  // block (nothing there: start from the first block).
+  bool resume = false;
 };
 
 // Runs the job and returns the report (also what --report writes):

@@ -76,6 +76,9 @@ class InterruptedError : public Error {
 
 // Rethrows the active exception with "context: " prepended, keeping its kind.
 [[noreturn]] void rethrow_with_context(const std::string& context);
+// Rethrows the active exception with "; note" appended, keeping its kind
+// (what the user can do next, e.g. how to resume).
+[[noreturn]] void rethrow_with_note(const std::string& note);
 
 namespace detail {
 template <typename... Parts>

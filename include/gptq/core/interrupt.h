@@ -1,7 +1,8 @@
 #pragma once
 // SIGINT and SIGTERM as a flag that long jobs poll between linears and
 // blocks, so a run stops at a clean point: the temporary output is removed
-// by its owner's destructor, one line is printed, and the exit status is
+// by its owner's destructor, finished blocks stay in the work directory for
+// --resume (the pipeline adds how to its message), one line is printed, and the exit status is
 // 128 + the signal (130 / 143). A second signal of either kind while the
 // first is pending terminates at once (the user insists).
 //

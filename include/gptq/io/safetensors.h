@@ -62,12 +62,13 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;  // nullptr if absent
   bool contains(const std::string& name) const { return find(name) != nullptr; }
 
-  // Copies the tensor out of the mapping into a new owned tensor, converted to
-  // `dtype` (default: the stored dtype) on `device` (default CPU; conversion
-  // happens on the device). InputError if absent or a BOOL byte is not 0/1.
-  // The file pages the copy touched are then dropped from this process
-  // (madvise DONTNEED), so loading a file tensor by tensor keeps only the
-  // copies resident, not the file; views stay valid (pages fault back in).
+  // Reads the tensor into a new owned tensor (pread, not through the
+  // mapping), converted to `dtype` (default: the stored dtype) on `device`
+  // (default CPU; conversion happens on the device). InputError if absent, if
+  // a BOOL byte is not 0/1, or if the file is shorter than its header says
+  // (truncated or replaced while the run was going: through the mapping that
+  // would be a SIGBUS). Reading does not map the file's pages into this
+  // process, so loading a file tensor by tensor keeps only the copies resident.
   at::Tensor load(const std::string& name, std::optional<c10::ScalarType> dtype = std::nullopt,
                   c10::Device device = c10::Device(c10::kCPU)) const;
   // A zero-copy CPU view into the mapping; valid while this object lives. The
@@ -84,16 +85,14 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
-  // Drops the mapping's pages under `info` from the RSS once it was copied out.
-  void release_pages(const TensorInfo& info) const;
   std::filesystem::path path_;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;
   const uint8_t* mapping_ = nullptr;
   size_t mapping_size_ = 0;
+  int fd_ = -1;  // kept open for load()'s reads
   uint64_t data_start_ = 0;
-  mutable std::atomic<bool> release_failed_{false};  // warned about a failed madvise
 };
 
 // All tensors of a checkpoint directory (or a single .safetensors file):
