@@ -1,6 +1,7 @@
 #include "gptq/calib/quantize_pipeline.h"
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "gptq/core/log.h"
 #include "gptq/core/progress.h"
 #include "gptq/io/safetensors.h"
+#include "gptq/model/activation_file.h"
 #include "gptq/model/perplexity.h"
 #include "gptq/pack/checkpoint_writer.h"
 #include "gptq/pack/format.h"
@@ -358,6 +360,28 @@ std::string schemes_digest(const model::ModelConfig& config, const ResolvedSchem
   return "fnv1a64:" + hex64(fnv1a64(text.data(), text.size()));
 }
 
+// Where the block-boundary activations live: --offload-activations, or the
+// work directory when the four tensors of hidden size a block holds for all
+// windows would exceed --max-activation-mib (default a quarter of RAM); empty: RAM.
+fs::path activation_offload_dir(const QuantizeOptions& options, const at::Tensor& ids, const model::ModelConfig& config,
+                                c10::ScalarType dtype, c10::Device device, const fs::path& work_dir) {
+  const int64_t boundary_bytes =
+      4 * ids.numel() * config.hidden_size * static_cast<int64_t>(c10::elementSize(dtype));
+  int64_t limit = options.max_activation_bytes;
+  if (limit < 0) limit = static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / 4;
+  fs::path dir = options.offload_dir;
+  if (dir.empty() && limit > 0 && boundary_bytes > limit) dir = work_dir;
+  if (dir.empty()) return dir;
+  GPTQ_CHECK(device.is_cpu(), "--offload-activations keeps activations in files for CPU runs; on ", device.str(),
+             " they live in device memory");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  GPTQ_CHECK(fs::is_directory(dir), "--offload-activations '", dir.string(), "' is not a directory we can create");
+  spdlog::info("block activations ({} for all windows) live in files under '{}'{}", human_bytes(double(boundary_bytes)),
+               dir.string(), options.offload_dir.empty() ? " (over --max-activation-mib)" : "");
+  return dir;
+}
+
 // A checkpoint that is already quantized is never quantized again.
 void refuse_quantized_source(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
                              const fs::path& model_dir) {
@@ -489,12 +513,15 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   at::Tensor hidden;
   std::optional<model::RotaryCache> rope;
   const bool lm_head_needs_input = resolved.lm_head && resolved.lm_head->method == Method::kGptq;
+  const fs::path offload_dir = calibrated ? activation_offload_dir(options, ids, config, dtype, device, work_path) : "";
   if (calibrated && first_step < n_steps && (first_step < config.n_layers || lm_head_needs_input)) {
     hidden = first_step == 0
                  ? model::embed(config, model::load_embedding(source, config, dtype, device), ids.to(device))
                  : work->load_input(dtype, device);
+    if (!offload_dir.empty()) hidden = model::file_backed_empty(offload_dir, hidden.sizes(), dtype).copy_(hidden);
     rope.emplace(config, options.seqlen, dtype, device);
   }
+  if (!offload_dir.empty()) report["calibration"]["offload_dir"] = offload_dir.string();
   const double calibration_s = seconds_since(phase_start);
 
   LinearLog log(static_cast<int>(config.n_linears()) + (resolved.lm_head ? 1 : 0), static_cast<int>(layers.size()),
@@ -505,6 +532,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   block_options.solve = {&schemes, format.get(), options.gptq, "", options.rtn_on_solve_failure};
   block_options.true_sequential = options.true_sequential;
   block_options.block = options.block;
+  block_options.block.offload_dir = offload_dir;
   model::BlockStats block_stats;
 
   // One step's packed linears and record, made durable when the step is done.

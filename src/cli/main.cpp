@@ -6,6 +6,7 @@
 #include "gptq/core/error.h"
 #include "gptq/core/interrupt.h"
 #include "gptq/core/log.h"
+#include "gptq/core/memory_policy.h"
 #include "gptq/core/version.h"
 
 namespace {
@@ -25,6 +26,7 @@ constexpr const char* kFooter =
 }  // namespace
 
 int main(int argc, char** argv) {
+  gptq::set_memory_policy();
   CLI::App app{kDescription, "gptq-quant"};
   app.footer(kFooter);
   app.require_subcommand(1);

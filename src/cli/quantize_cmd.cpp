@@ -172,6 +172,15 @@ Command add_quantize_command(CLI::App& parent) {
           "hold the MLP activations of all windows up to this size, else recompute them per "
           "chunk (0: always recompute; default 1024)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  command.app->add_option("--offload-activations", job.offload_dir,
+                          "keep the block activations of all windows (tensors of hidden size) in files "
+                          "in DIR instead of RAM, streamed chunk by chunk; the output is identical (CPU)");
+  command.app
+      ->add_option_function<int64_t>(
+          "--max-activation-mib", [options](int64_t mib) { options->job.max_activation_bytes = mib << 20; },
+          "offload the block activations to the work directory by themselves when they would exceed this "
+          "(default: a quarter of physical RAM; 0: never)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   command.app
       ->add_option_function<std::string>(
           "--on-solve-failure", [options](const std::string& policy) { options->job.rtn_on_solve_failure = policy == "rtn"; },

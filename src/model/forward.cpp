@@ -12,6 +12,7 @@
 #include <map>
 
 #include "gptq/core/error.h"
+#include "gptq/model/activation_file.h"
 #include "gptq/model/mla.h"
 #include "gptq/model/moe.h"
 
@@ -53,6 +54,7 @@ class BlockRun {
                               const BlockOptions& options, BlockStats& stats) {
     const int64_t n_rows = x.size(0);
     const int64_t n_tokens = x.size(1);
+    offload_dir_ = x.device().is_cpu() ? options.offload_dir : std::filesystem::path();
     stats.rows_per_chunk = rows_per_chunk_;
     stats.sparse_mlp = false;
     stats.n_chunks = (n_rows + rows_per_chunk_ - 1) / rows_per_chunk_;
@@ -78,7 +80,7 @@ class BlockRun {
     });
     normed.reset();
     observe_site(InputSite::kAttentionOutput, observer, n_rows, chunks_of(attended));
-    at::Tensor h = at::empty_like(x);
+    at::Tensor h = all_rows(x.sizes(), x.options());
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
       at::Tensor out = rows(h, start, count);
       at::add_out(out, rows(x, start, count), attention_output(rows(attended, start, count)));
@@ -99,7 +101,7 @@ class BlockRun {
     at::Tensor held;
     if (observes_activation && options.max_held_bytes > 0 &&
         stats.mlp_hidden_bytes <= options.max_held_bytes) {
-      held = at::empty({n_rows, n_tokens, layer_.intermediate_size}, x.options());
+      held = all_rows({n_rows, n_tokens, layer_.intermediate_size}, x.options());
     }
     stats.mlp_recomputed = observes_activation && !held.defined();
     observe_site(InputSite::kMlpHidden, observer, n_rows, [&](int64_t start, int64_t count) {
@@ -149,10 +151,17 @@ class BlockRun {
     return gated.mul_(linear(weights_, mlp.up_proj, normed));
   }
 
+  // A tensor for all rows: in RAM, or in a file under --offload-activations.
+  at::Tensor all_rows(at::IntArrayRef sizes, const at::TensorOptions& options) const {
+    if (offload_dir_.empty()) return at::empty(sizes, options);
+    return file_backed_empty(offload_dir_, sizes, options.dtype().toScalarType());
+  }
+
   template <class Fn>
   void for_chunks(int64_t n_rows, Fn&& fn) {
     for (int64_t start = 0; start < n_rows; start += rows_per_chunk_) {
       fn(start, std::min(rows_per_chunk_, n_rows - start));
+      if (!offload_dir_.empty()) write_back_activation_files();
     }
   }
 
@@ -163,7 +172,7 @@ class BlockRun {
     at::Tensor out;
     for_chunks(n_rows, [&](int64_t start, int64_t count) {
       at::Tensor part = fn(start, count);
-      if (!out.defined()) out = at::empty({n_rows, part.size(1), part.size(2)}, part.options());
+      if (!out.defined()) out = all_rows({n_rows, part.size(1), part.size(2)}, part.options());
       rows(out, start, count).copy_(part);
     });
     return out;
@@ -448,6 +457,7 @@ class BlockRun {
   BlockWeights& weights_;
   const RotaryCache& rope_;
   int64_t rows_per_chunk_;
+  std::filesystem::path offload_dir_;  // set per observed pass from BlockOptions
 };
 
 int64_t auto_batch_chunk(const ModelConfig& config, const LayerSpec& layer, int64_t n_tokens) {

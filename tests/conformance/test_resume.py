@@ -169,3 +169,23 @@ def test_a_failing_write_leaves_a_resumable_run(job):
     assert proc.returncode == 0, proc.stderr
     assert output_bytes(out) == reference
     assert leftovers(root, out.name) == []
+
+
+def test_offloaded_activations_give_the_same_bytes(job):
+    """--offload-activations keeps the block activations in files: same bytes
+    as in RAM, and a run killed in RAM mode resumes offloaded."""
+    root, args, reference = job
+    offload = root / "offload"
+    offload.mkdir()
+    out = root / "out-offload"
+    proc = run(args(out, "--offload-activations", offload))
+    assert proc.returncode == 0, proc.stderr
+    assert "live in files under" in proc.stderr, proc.stderr
+    assert output_bytes(out) == reference
+    assert list(offload.iterdir()) == []  # the activation files go with their tensors
+    out = root / "out-offload-resumed"
+    assert run(args(out), fault="state-written:2").returncode == -signal.SIGKILL
+    proc = run(args(out, "--resume", "--offload-activations", offload))
+    assert proc.returncode == 0, proc.stderr
+    assert output_bytes(out) == reference
+

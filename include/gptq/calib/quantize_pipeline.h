@@ -75,6 +75,12 @@ struct QuantizeOptions {
   // Where the run keeps its durable per-block state (calib/work_dir.h);
   // empty: "<output_dir>.partial" beside the output.
   std::filesystem::path work_dir;
+  // Where the block-boundary activations (tensors of hidden size for all
+  // windows) live: empty keeps them in RAM unless they would exceed
+  // max_activation_bytes, then they go to files in the work directory; the
+  // output is identical either way (model/activation_file.h). CPU only.
+  std::filesystem::path offload_dir;
+  int64_t max_activation_bytes = -1;  // -1: a quarter of physical RAM; 0: never offload by itself
   // Continue the run whose state is in work_dir after its last durable
   // block (nothing there: start from the first block).
   bool resume = false;

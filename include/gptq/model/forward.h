@@ -19,6 +19,8 @@
 // RoPE cos/sin are computed in fp32 and cast to the compute dtype (as HF).
 #include <ATen/core/Tensor.h>
 
+#include <filesystem>
+
 #include <string>
 #include <vector>
 
@@ -148,6 +150,10 @@ struct BlockOptions {
   // input column gets its Hessian from every calibration token instead (and
   // the observer is told, GroupRouting::too_few_routed).
   int64_t min_expert_tokens_per_input = 2;
+  // Not empty (CPU only): the observed pass keeps its tensors of hidden size
+  // for all rows in files in this directory (model/activation_file.h), not in
+  // RAM; results are identical.
+  std::filesystem::path offload_dir;
 };
 
 // What a block_forward with an observer did (untouched without one).
