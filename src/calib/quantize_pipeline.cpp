@@ -78,7 +78,6 @@ class LinearLog {
         options_(options) {}
 
   void record(const std::string& full_name, const LinearResult& result, nlohmann::json& layers) {
-    const bool ends_batch = result.batch.empty() || result.batch_remaining == 0;
     ++done_;
     layers.push_back(report_entry(full_name, result));
     if (progress_.redraws()) progress_.advance(full_name);

@@ -79,7 +79,7 @@ KILL_POINTS = [
     "file-write:3",      # block 1's packed tensors: header written, data not
     "step-written:2",    # block 1's tensors durable, its output (next input) not yet
     "input-written:3",   # block 2's files durable, state.json not yet advanced
-    "state-written:4",   # lm_head's step durable (the last step)
+    "state-written:3",   # the last block durable: the resumed run solves lm_head from the stored input
     "shard-write:1",     # the output's shard: header written, data not
     "before-rename:1",   # the complete output, not yet renamed into place
     "output-renamed:1",  # the output in place, the work directory not yet removed

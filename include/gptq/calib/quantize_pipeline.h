@@ -17,7 +17,7 @@
 //             directory is removed
 //
 // Memory: one block's weights + the block's hidden-size activations for all
-// windows (resident on the device, never streamed from disk); tensors of
+// windows (on the device, or in files with offload_dir: model/activation_file.h); tensors of
 // intermediate size exist for one chunk of windows at a time, and the MLP
 // activation of all windows is held only within block.max_held_bytes, else
 // recomputed per chunk (the report's calibration.streamed / note say which).
