@@ -381,6 +381,19 @@ fs::path activation_offload_dir(const QuantizeOptions& options, const at::Tensor
   return dir;
 }
 
+// isfinite over [N, T, H] a few windows at a time: its temporaries (abs, the
+// mask) would otherwise be as large as the activations themselves.
+bool all_finite(const at::Tensor& hidden) {
+  const int64_t per_window = hidden.numel() / std::max<int64_t>(1, hidden.size(0));
+  const int64_t windows = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, per_window));
+  for (int64_t start = 0; start < hidden.size(0); start += windows) {
+    if (!at::isfinite(hidden.narrow(0, start, std::min(windows, hidden.size(0) - start))).all().item<bool>()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // A checkpoint that is already quantized is never quantized again.
 void refuse_quantized_source(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
                              const fs::path& model_dir) {
@@ -587,7 +600,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
         hidden = quantize_block_gptq(config, weights, hidden, *rope, block_options, sink, times,
                                      &block_stats);
         // fp16 overflow or a degenerate weight shows up here first, named by its block.
-        GPTQ_CHECK_NUMERIC(at::isfinite(hidden).all().item<bool>(), "the block's output holds NaN or Inf (in ",
+        GPTQ_CHECK_NUMERIC(all_finite(hidden), "the block's output holds NaN or Inf (in ",
                            model::dtype_to_hf_name(dtype), "; fp16 overflows easily: try --dtype bf16 or fp32)");
       } else {
         quantize_block_rtn(config, weights, block_options.solve, sink, times);

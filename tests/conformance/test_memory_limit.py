@@ -1,5 +1,7 @@
 """Larger than RAM, proven: a checkpoint bigger than the memory the process
-is allowed is quantized inside a cgroup whose limit is shown to be enforced.
+is allowed is quantized inside a cgroup whose limit is shown to be enforced,
+and so is a run whose block activations exceed the limit (offloaded; the
+same run in RAM is killed).
 
 The limit is a cgroup-v1 memory cgroup (/sys/fs/cgroup/memory, as on the CI
 machines; skipped with a message where it is not writable). A process in the
@@ -29,23 +31,32 @@ LIMIT_MIB = 480
 LAYERS, HIDDEN, INTER, VOCAB = 28, 1024, 2816, 8000
 
 
-@pytest.fixture()
-def cgroup():
-    group = CGROUP_ROOT / f"gptq_test_{os.getpid()}"
+def make_cgroup(limit_mib: int) -> Path:
+    group = CGROUP_ROOT / f"gptq_test_{os.getpid()}_{limit_mib}"
     try:
         group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(LIMIT_MIB << 20))
+        (group / "memory.limit_in_bytes").write_text(str(limit_mib << 20))
     except OSError as error:
         pytest.skip(f"no writable cgroup-v1 memory controller at {CGROUP_ROOT} ({error}); "
                     "benchmarks/peak_rss.py --cgroup-mib records the larger-than-RAM run instead")
     # No swap escape: where memsw is accounted, cap it at the same limit.
     memsw = group / "memory.memsw.limit_in_bytes"
     if memsw.exists():
-        memsw.write_text(str(LIMIT_MIB << 20))
-    yield group
+        memsw.write_text(str(limit_mib << 20))
+    return group
+
+
+def remove_cgroup(group: Path) -> None:
     for pid in (group / "cgroup.procs").read_text().split():
         (CGROUP_ROOT / "cgroup.procs").write_text(pid)
     group.rmdir()
+
+
+@pytest.fixture()
+def cgroup():
+    group = make_cgroup(LIMIT_MIB)
+    yield group
+    remove_cgroup(group)
 
 
 def run_in(group: Path, cmd: list) -> subprocess.CompletedProcess:
@@ -73,3 +84,34 @@ def test_a_checkpoint_larger_than_the_memory_limit_is_quantized(cgroup, tmp_path
     for layer in range(LAYERS):
         assert f"model.layers.{layer}.mlp.down_proj.qweight" in names
     assert json.loads((out / "config.json").read_text())["quantization_config"]["bits"] == 4
+
+
+def test_activations_larger_than_the_limit_run_offloaded(tmp_path):
+    """4 x 256 x 512 x 768 bf16 = 768 MiB of block activations under a 700 MiB
+    limit: in RAM the run is killed; with --offload-activations it finishes,
+    with the same bytes as an unlimited run in RAM."""
+    model = make_random_llama(tmp_path / "model", 4, 768, 2048, VOCAB)
+    calib = tmp_path / "calib.json"
+    calib.write_text(json.dumps(torch.randint(0, VOCAB, (256, 512), generator=torch.Generator().manual_seed(2)).tolist()))
+
+    def args(out, *extra):
+        return [binary(), "-q", "quantize", "--model", model, "--output", out, "--device", "cpu", "--calib", calib,
+                "--nsamples", 256, "--seqlen", 512, "--group-size", 128, "--windows-per-chunk", 16,
+                "--max-activation-mib", 0, *extra]
+
+    group = make_cgroup(700)
+    try:
+        in_ram = run_in(group, args(tmp_path / "in-ram"))
+        assert in_ram.returncode == -9, (in_ram.returncode, in_ram.stderr[-1000:])
+        offload = tmp_path / "offload"
+        offload.mkdir()
+        offloaded = run_in(group, args(tmp_path / "offloaded", "--offload-activations", offload))
+        assert offloaded.returncode == 0, (offloaded.returncode, offloaded.stderr[-2000:])
+        assert int((group / "memory.max_usage_in_bytes").read_text()) <= 700 << 20
+    finally:
+        remove_cgroup(group)
+    unlimited = subprocess.run([str(part) for part in args(tmp_path / "unlimited")], capture_output=True, text=True,
+                               timeout=1200)
+    assert unlimited.returncode == 0, unlimited.stderr[-2000:]
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "offloaded" / name).read_bytes() == (tmp_path / "unlimited" / name).read_bytes()
