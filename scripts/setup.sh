@@ -12,6 +12,7 @@ CACHE="${GPTQ_CACHE:-$HOME/.cache/gptq-quant}"
 VENV="$CACHE/venv"
 BUILD_DIR="${GPTQ_BUILD_DIR:-$ROOT/build}"
 WITH_ORACLES=0
+LLAMA_CPP_DIR=""  # the llama.cpp peer's tree (--oracles), handed to CTest
 for arg in "$@"; do
   case "$arg" in
     --oracles) WITH_ORACLES=1 ;;
@@ -69,8 +70,10 @@ configure_and_build() {
     log "configuring $BUILD_DIR"
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix" -Dspdlog_DIR="$spdlog_dir" \
-      -DGPTQ_PYTHON="$VENV/bin/python" \
+      -DGPTQ_PYTHON="$VENV/bin/python" ${LLAMA_CPP_DIR:+-DGPTQ_LLAMA_CPP_DIR:PATH="$LLAMA_CPP_DIR"} \
       -DTORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" >/dev/null
+  elif [[ -n "$LLAMA_CPP_DIR" ]] && ! grep -qxF "GPTQ_LLAMA_CPP_DIR:PATH=$LLAMA_CPP_DIR" "$BUILD_DIR/CMakeCache.txt"; then
+    cmake -DGPTQ_LLAMA_CPP_DIR:PATH="$LLAMA_CPP_DIR" "$BUILD_DIR" >/dev/null
   fi
   log "building (this takes a few minutes on a fresh machine)"
   cmake --build "$BUILD_DIR" -j"$(nproc)" 2>&1 | grep -E "error|warning: unused|Error" || true
@@ -80,4 +83,5 @@ configure_and_build() {
 
 install_debian_packages
 install_python_packages
+((WITH_ORACLES)) && LLAMA_CPP_DIR=$("$ROOT/scripts/setup_llama_cpp.sh")
 configure_and_build

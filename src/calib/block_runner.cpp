@@ -216,7 +216,10 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
   std::vector<at::Tensor> parts;
   for (const auto& name : stack.names) parts.push_back(weights.at(name + ".weight"));
   const at::Tensor W = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
-  const solver::GptqConfig config = solver::solve_config(context.gptq, stack.scheme);
+  solver::GptqConfig config = solver::solve_config(context.gptq, stack.scheme);
+  config.grid = context.format->grid(stack.scheme);
+  GPTQ_ASSERT(config.grid || stack.scheme.grid.empty(), "format '", context.format->name(), "' has no grid '",
+              stack.scheme.grid, "'");
   const bool gptq = H.defined() && stack.scheme.method == solver::SolveMethod::kGptq;
   solver::QuantizedWeight solved;
   std::string solve_failure;  // set when GPTQ failed numerically and RTN stood in
@@ -267,6 +270,7 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
     result.solved.codes = solved.codes.narrow(0, row_start, n_rows);
     result.solved.zeros = solved.zeros.narrow(1, row_start, n_rows);
     result.solved.scales = solved.scales.narrow(1, row_start, n_rows);
+    result.solved.grid_zeros = solved.grid_zeros.narrow(1, row_start, n_rows);
     result.solved.g_idx = solved.g_idx;
     result.solve_s = elapsed * static_cast<double>(n_rows) / static_cast<double>(W.size(0));
     target = solved.dequantized.narrow(0, row_start, n_rows).to(target.device(), target.scalar_type());

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "block_kernel.h"
@@ -78,7 +79,9 @@ HessianSummary summarize_hessian(const at::Tensor& H) {
 }
 
 void check_inputs(const at::Tensor& W, const at::Tensor& H, const GptqConfig& config) {
-  validate(config.quant);
+  if (!config.grid) validate(config.quant);
+  GPTQ_CHECK(config.quant.group_size == -1 || config.quant.group_size > 0,
+             "group_size must be -1 or positive, got ", config.quant.group_size);
   GPTQ_CHECK(config.block_size > 0, "block_size must be positive, got ", config.block_size);
   GPTQ_CHECK(config.damp_percent >= 0 && config.damp_increment >= 0 && config.max_damp_retries >= 0,
              "damp_percent, damp_increment and max_damp_retries must be non-negative");
@@ -274,7 +277,19 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   // Row grids ignore column order but, as in the reference, see W before
   // dead columns are zeroed.
   if (quant.group_size == -1) grids.fit(grid, W_float, 0);
-  if (config.static_groups) {
+  // A grid fitted jointly (ggml K-quants) is static whatever the scheme says.
+  const bool static_groups = config.static_groups || grid.fits_jointly();
+  GPTQ_CHECK(!static_groups || quant.group_size > 0, "static groups need a positive group_size");
+  std::optional<QuantParams> joint;
+  if (static_groups) {
+    const at::Tensor original = W_float.masked_fill(dead.unsqueeze(0), 0.0);
+    joint = grid.fit_all(original, diag.masked_fill(dead, 0.0), group_size);
+    GPTQ_ASSERT(joint || !grid.fits_jointly(), "a grid that fits jointly returned no fit_all");
+  }
+  if (joint) {
+    scales.copy_(joint->scale);
+    zeros.copy_(joint->zero);
+  } else if (static_groups) {
     const at::Tensor original = W_float.masked_fill(dead.unsqueeze(0), 0.0);
     for (int64_t group = 0; group < n_groups; ++group) {
       const int64_t start = group * group_size;
@@ -291,7 +306,7 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
   // group of its original index; otherwise groups follow solve order.
   std::vector<int32_t> column_group(n_cols);
   for (int64_t col = 0; col < n_cols; ++col) {
-    const int64_t source = config.static_groups ? perm_data[col] : col;
+    const int64_t source = static_groups ? perm_data[col] : col;
     column_group[col] = quant.group_size == -1 ? 0 : static_cast<int32_t>(source / group_size);
   }
 
@@ -312,7 +327,7 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
     state.dequantized = at::empty({n_rows, n_cols}, float_options);
     state.out_columns = perm_data;
   }
-  const bool dynamic_groups = quant.group_size > 0 && !config.static_groups;
+  const bool dynamic_groups = quant.group_size > 0 && !static_groups;
   // Each block's pull of earlier errors and, when a group runs past the
   // block, the updated copy of that longer span: reused block after block.
   const int64_t max_span = config.block_size + (dynamic_groups ? group_size : 0);
@@ -387,6 +402,7 @@ QuantizedWeight gptq_quantize_with(const at::Tensor& W_in, const at::Tensor& H,
     result.dequantized = std::move(state.W);
   }
   result.scales = scales;
+  result.grid_zeros = zeros;
   result.zeros = zeros.to(at::kInt);
   result.g_idx = g_idx.to(result.dequantized.device());
   return result;

@@ -2,6 +2,8 @@
 // weight, each value rounded on its own (no error feedback).
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "gptq/core/error.h"
 #include "gptq/solver/gptq.h"
 
@@ -10,7 +12,9 @@ namespace {
 
 QuantizedWeight rtn_impl(const at::Tensor& W_in, const GptqConfig& gptq, const at::Tensor* H) {
   const QuantConfig& config = gptq.quant;
-  validate(config);
+  if (!gptq.grid) validate(config);
+  GPTQ_CHECK(config.group_size == -1 || config.group_size > 0, "group_size must be -1 or positive, got ",
+             config.group_size);
   const std::shared_ptr<const QuantGrid> grid = grid_of(gptq);
   GPTQ_CHECK(W_in.defined() && W_in.dim() == 2 && W_in.size(0) > 0 && W_in.size(1) > 0,
              "weight must be a non-empty 2-D tensor, got shape ",
@@ -27,10 +31,17 @@ QuantizedWeight rtn_impl(const at::Tensor& W_in, const GptqConfig& gptq, const a
   at::Tensor scales = at::empty({n_groups, n_rows}, W.options());
   at::Tensor zeros = at::empty({n_groups, n_rows}, W.options());
   at::Tensor codes = at::empty({n_rows, n_cols}, W.options());
+  // Grids fitted jointly (ggml K-quants) weigh columns by diag(H) when there is one.
+  const at::Tensor importance =
+      H != nullptr && H->defined() ? H->diagonal().to(W.device(), at::kFloat).contiguous() : at::Tensor();
+  const std::optional<QuantParams> joint =
+      config.group_size > 0 ? grid->fit_all(W, importance, group_size) : std::nullopt;
+  GPTQ_ASSERT(joint || !grid->fits_jointly(), "a grid that fits jointly returned no fit_all");
   for (int64_t group = 0; group < n_groups; ++group) {
     const int64_t start = group * group_size;
     const at::Tensor columns = W.narrow(1, start, std::min(group_size, n_cols - start));
-    const QuantParams params = grid->fit(columns);
+    const QuantParams params = joint ? QuantParams{joint->scale[group], joint->zero[group], at::Tensor()}
+                                     : grid->fit(columns);
     scales.select(0, group).copy_(params.scale);
     zeros.select(0, group).copy_(params.zero);
     if (params.raised.defined()) n_raised.add_(params.raised);
@@ -60,6 +71,7 @@ QuantizedWeight rtn_impl(const at::Tensor& W_in, const GptqConfig& gptq, const a
   }
   result.codes = codes.to(at::kByte);
   result.scales = scales;
+  result.grid_zeros = zeros;
   result.zeros = zeros.to(at::kInt);
   result.g_idx = g_idx;
   return result;

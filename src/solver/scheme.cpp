@@ -27,12 +27,21 @@ GptqConfig solve_config(const GptqConfig& base, const Scheme& scheme) {
 
 const char* method_name(SolveMethod method) { return method == SolveMethod::kGptq ? "gptq" : "rtn"; }
 
+void validate(const Scheme& scheme) {
+  if (scheme.grid.empty()) {
+    validate(scheme.quant);
+    return;
+  }
+  GPTQ_CHECK(scheme.quant.group_size > 0, "grid '", scheme.grid, "' needs a positive group_size, got ",
+             scheme.quant.group_size);
+}
+
 SchemeResolver::SchemeResolver(Scheme default_scheme) : default_(default_scheme) {
-  validate(default_.quant);
+  validate(default_);
 }
 
 void SchemeResolver::add_rule(std::string pattern, std::optional<Scheme> scheme, std::string reason) {
-  if (scheme) validate(scheme->quant);
+  if (scheme) validate(*scheme);
   const size_t index = rules_.size();
   if (std::optional<std::string> prefix = literal(pattern)) {
     literal_rules_.try_emplace(*prefix, index);  // an earlier rule for the same prefix wins

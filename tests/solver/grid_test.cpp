@@ -32,6 +32,29 @@ class OpaqueGrid : public QuantGrid {
   MinMaxIntegerGrid inner_;
 };
 
+// The min-max grid fitted jointly: every group from the untouched weight at
+// once (as ggml's K-quants are), remembering the importance it was given.
+class JointGrid : public OpaqueGrid {
+ public:
+  using OpaqueGrid::OpaqueGrid;
+  std::optional<QuantParams> fit_all(const at::Tensor& W, const at::Tensor& importance,
+                                     int64_t group_size) const override {
+    ++fit_all_calls;
+    last_importance = importance;
+    const int64_t n_groups = W.size(1) / group_size;
+    at::Tensor scale = at::empty({n_groups, W.size(0)}), zero = at::empty({n_groups, W.size(0)});
+    for (int64_t group = 0; group < n_groups; ++group) {
+      const QuantParams params = fit(W.narrow(1, group * group_size, group_size));
+      scale[group].copy_(params.scale);
+      zero[group].copy_(params.zero);
+    }
+    return QuantParams{scale, zero, at::Tensor()};
+  }
+  bool fits_jointly() const override { return true; }
+  mutable int fit_all_calls = 0;
+  mutable at::Tensor last_importance;
+};
+
 TEST(QuantGrid, MinMaxGridIsTheQuantizer) {
   QuantConfig config;
   config.bits = 3;
@@ -64,6 +87,38 @@ TEST(QuantGrid, NonAffineGridRunsThroughTheTensorOpsLoop) {
   opaque->quantize_calls = 0;
   rtn_quantize(W, config, at::Tensor());
   EXPECT_EQ(opaque->quantize_calls, 4);  // one call per group
+}
+
+TEST(QuantGrid, JointGridIsFittedOnceFromTheUntouchedWeightAsStaticGroups) {
+  at::manual_seed(5);
+  const at::Tensor W = at::randn({8, 64});
+  const at::Tensor X = at::randn({256, 64});
+  const at::Tensor H = 2.0 / 256 * X.t().mm(X);
+  GptqConfig config;
+  config.quant.group_size = 16;
+  config.quant.sym = false;
+  config.desc_act = true;
+  GptqConfig static_config = config;
+  static_config.static_groups = true;
+  static_config.grid = std::make_shared<OpaqueGrid>(config.quant);
+  const QuantizedWeight expected = gptq_quantize(W, H, static_config);
+  auto joint = std::make_shared<JointGrid>(config.quant);
+  config.grid = joint;  // static_groups stays false: the grid alone makes the groups static
+  const QuantizedWeight got = gptq_quantize(W, H, config);
+  EXPECT_EQ(joint->fit_all_calls, 1);
+  EXPECT_TRUE(joint->last_importance.equal(H.diagonal()));
+  EXPECT_TRUE(got.codes.equal(expected.codes));
+  EXPECT_TRUE(got.scales.equal(expected.scales));
+  EXPECT_TRUE(got.g_idx.equal(expected.g_idx));
+  EXPECT_TRUE(got.grid_zeros.equal(got.zeros.to(at::kFloat)));
+  // RTN fits jointly too, weighing columns by diag(H) when it has one.
+  joint->fit_all_calls = 0;
+  const QuantizedWeight rtn = rtn_quantize(W, config, H);
+  EXPECT_EQ(joint->fit_all_calls, 1);
+  EXPECT_TRUE(joint->last_importance.equal(H.diagonal()));
+  EXPECT_TRUE(rtn.scales.equal(expected.scales));
+  rtn_quantize(W, config, at::Tensor());
+  EXPECT_FALSE(joint->last_importance.defined());
 }
 
 }  // namespace

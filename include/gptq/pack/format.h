@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "gptq/solver/grid.h"
 #include "gptq/solver/scheme.h"
 
 namespace gptq::pack {
@@ -34,6 +35,7 @@ struct SolvedLinear {
   at::Tensor zeros;   // int32 [n_groups, out]
   at::Tensor scales;  // float32 [n_groups, out]
   at::Tensor g_idx;   // int32 [in]
+  at::Tensor grid_zeros;  // float32 [n_groups, out]: zeros as the grid fitted them (offsets for ggml grids)
 };
 
 // What quantization_config records beyond the schemes.
@@ -61,6 +63,18 @@ class OutputFormat {
   // The scheme as the solver must run it so the stored checkpoint reads back
   // exactly (the v1 zero floor).
   virtual solver::Scheme solver_scheme(const solver::Scheme& scheme) const = 0;
+  // Optional: what linear `full_name` ([out, in] = shape) becomes in this
+  // format when `asked` was asked for it; nullopt keeps it in full precision
+  // with the reason in *why. Default: `asked` (GGUF: the ggml type that
+  // llama-quantize's per-tensor rules give that tensor).
+  virtual std::optional<solver::Scheme> module_scheme(const std::string& full_name, const std::vector<int64_t>& shape,
+                                                      const solver::Scheme& asked, std::string* why) const {
+    return asked;
+  }
+  // Optional: the grid for a scheme whose `grid` names one (solver::QuantGrid).
+  // Default: null, GPTQ's min-max integer grid; a format that names grids
+  // must return them.
+  virtual std::shared_ptr<const solver::QuantGrid> grid(const solver::Scheme& scheme) const { return nullptr; }
   // The tensors stored for linear `prefix` ("model.layers.0.mlp.up_proj"), CPU.
   virtual std::vector<std::pair<std::string, at::Tensor>> pack(
       const std::string& prefix, const SolvedLinear& solved, const solver::Scheme& scheme) const = 0;

@@ -46,7 +46,8 @@ struct GptqConfig {
   bool desc_act = false;
   bool static_groups = false;
   // The grid every group is fitted on; null: MinMaxIntegerGrid(quant).
-  // quant.group_size still sets the groups.
+  // quant.group_size still sets the groups; quant's bits/sym/mse/min_zero
+  // are validated only for the min-max grid (a given grid owns its codes).
   std::shared_ptr<const QuantGrid> grid;
 };
 
@@ -57,6 +58,7 @@ struct QuantizedWeight {
   at::Tensor codes;        // uint8 [rows=out_features, cols=in_features], original column order
   at::Tensor scales;       // float32 [n_groups, rows]
   at::Tensor zeros;        // int32  [n_groups, rows], the true zero point in [0, maxq]
+  at::Tensor grid_zeros;   // float32 [n_groups, rows]: zero as the grid fitted it (grid.h; an offset for some grids)
   at::Tensor g_idx;        // int32  [cols], group of each (original-order) column
   at::Tensor dequantized;  // float32 [rows, cols] = (codes - zeros[g_idx]) * scales[g_idx]
   double loss = 0;         // reference loss: sum over the layer of (w - q)^2 / Hinv[c,c]^2 / 2  (RTN: sum (w-q)^2 weighted by diag(H)/2 if H given, else plain squared error)

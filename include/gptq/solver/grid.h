@@ -12,6 +12,16 @@
 //
 // Shapes: x float32 [rows, k]; scale and zero [rows] float32 on x's device,
 // broadcast against columns as [rows, 1] or [rows].
+//
+// scale and zero are the grid's own two numbers per group and row: for the
+// affine integer grids the step and the integer zero point; a grid that is
+// not affine may give them any meaning its quantize/dequantize agree on
+// (ggml's Q4_1 and K-quants keep an additive offset in `zero`). The solver
+// hands both back unrounded (QuantizedWeight::grid_zeros).
+//
+// Grids whose groups share parameters (ggml's K-quants: one fp16 scale per
+// 256-column super-block over 8 or 16 groups) fit every group at once from
+// the untouched weight (fit_all) and run with static groups only.
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -40,6 +50,19 @@ class QuantGrid {
                                 const at::Tensor& zero) const = 0;
   // Set when the fused block kernels can run this grid.
   virtual std::optional<AffineCodes> affine() const = 0;
+  // Optional: every group's grid at once, scale and zero [n_groups, rows],
+  // from W float32 [rows, cols] in original column order before any GPTQ
+  // update, with groups of `group_size` consecutive columns. `importance`
+  // float32 [cols] weighs the columns (diag(H), as llama.cpp's imatrix);
+  // undefined when there is no Hessian (RTN). Default: nullopt, the solver
+  // then calls fit() group by group.
+  virtual std::optional<QuantParams> fit_all(const at::Tensor& W, const at::Tensor& importance,
+                                             int64_t group_size) const {
+    return std::nullopt;
+  }
+  // True when fit_all must be used (the solver then fixes every grid before
+  // the sweep, as with static groups, whatever the scheme says).
+  virtual bool fits_jointly() const { return false; }
 };
 
 // GPTQ's min-max integer grid (quantizer.h): today's only grid.

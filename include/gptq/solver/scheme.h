@@ -39,6 +39,10 @@ struct Scheme {
   bool static_groups = false;
   double damp_percent = 0.01;
   SolveMethod method = SolveMethod::kGptq;
+  // The value grid: empty for GPTQ's min-max integer grid (quant); otherwise
+  // the name of a grid the output format supplies (OutputFormat::grid; GGUF:
+  // the ggml type, "q4_K"), whose codes quant.bits and group_size describe.
+  std::string grid;
   bool operator==(const Scheme& other) const = default;
   // Act-order is only real for a GPTQ solve (RTN keeps the natural order).
   bool act_order() const { return desc_act && method == SolveMethod::kGptq; }
@@ -51,6 +55,9 @@ Scheme scheme_of(const GptqConfig& config, SolveMethod method = SolveMethod::kGp
 GptqConfig solve_config(const GptqConfig& base, const Scheme& scheme);
 // "gptq" or "rtn".
 const char* method_name(SolveMethod method);
+// InputError unless the scheme can run: quant as validate(QuantConfig) for
+// the min-max grid; a named grid checks only the group size (it owns its codes).
+void validate(const Scheme& scheme);
 
 class SchemeResolver {
  public:
