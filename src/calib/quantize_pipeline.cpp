@@ -11,6 +11,7 @@
 #include "gptq/backend/device.h"
 #include "gptq/calib/block_runner.h"
 #include "gptq/calib/calibration.h"
+#include "gptq/calib/output_format.h"
 #include "gptq/calib/run_fingerprint.h"
 #include "gptq/calib/work_dir.h"
 #include "gptq/tokenizer/tokenizer.h"
@@ -277,9 +278,16 @@ ResolvedSchemes resolve_schemes(const QuantizeOptions& options, const model::Mod
   ResolvedSchemes resolved{solver::SchemeResolver(default_scheme), std::nullopt, false};
   solver::SchemeResolver& schemes = resolved.schemes;
   auto decide = [&](const std::string& full_name, const std::vector<int64_t>& shape,
-                    const std::optional<solver::Scheme>& scheme, const std::string& reason) -> bool {
-    if (!scheme) {
+                    const std::optional<solver::Scheme>& asked_scheme, const std::string& reason) -> bool {
+    if (!asked_scheme) {
       schemes.add_rule(solver::SchemeResolver::exact(full_name), std::nullopt, reason);
+      return false;
+    }
+    // The format may decide otherwise (GGUF: llama-quantize's per-tensor types).
+    std::string format_why;
+    const std::optional<solver::Scheme> scheme = format.module_scheme(full_name, shape, *asked_scheme, &format_why);
+    if (!scheme) {
+      schemes.keep_full_precision(full_name, format_why);
       return false;
     }
     if (auto why = format.cannot_store(shape[0], shape[1], *scheme)) {
@@ -299,10 +307,15 @@ ResolvedSchemes resolve_schemes(const QuantizeOptions& options, const model::Mod
              rule ? rule->reason : "");
     }
   }
-  // lm_head: only when a rule asked for it (the asked resolver then has its rule).
+  // lm_head: when a rule asked for it (the asked resolver then has its rule),
+  // or when the format always stores it quantized (GGUF's output.weight).
   if (const solver::SchemeResolver::Rule* rule = asked.deciding_rule(lm_head); rule && rule->scheme) {
     if (decide(lm_head, {config.vocab_size, config.hidden_size}, rule->scheme, rule->reason)) {
-      resolved.lm_head = rule->scheme;
+      resolved.lm_head = resolved.schemes.resolve(lm_head);
+    }
+  } else if (format.quantizes_lm_head()) {
+    if (decide(lm_head, {config.vocab_size, config.hidden_size}, default_scheme, "")) {
+      resolved.lm_head = resolved.schemes.resolve(lm_head);
     }
   }
   resolved.calibrated &= options.method == Method::kGptq;
@@ -316,8 +329,8 @@ void print_scheme_table(const model::ModelConfig& config, const ResolvedSchemes&
   modules.push_back(lm_head);
   size_t width = 6;
   for (const auto& name : modules) width = std::max(width, name.size());
-  std::printf("%-*s %4s %6s %5s %9s %6s  %s\n", static_cast<int>(width), "module", "bits", "group", "sym",
-              "act-order", "method", "decided by");
+  std::printf("%-*s %4s %6s %5s %9s %6s %5s  %s\n", static_cast<int>(width), "module", "bits", "group", "sym",
+              "act-order", "method", "grid", "decided by");
   for (const auto& name : modules) {
     const bool is_head = name == lm_head;
     const std::optional<solver::Scheme> scheme = is_head ? resolved.lm_head : resolved.schemes.resolve(name);
@@ -326,13 +339,14 @@ void print_scheme_table(const model::ModelConfig& config, const ResolvedSchemes&
                             : is_head && !scheme          ? "not named by a recipe rule"
                                                           : "default";
     if (!scheme) {
-      std::printf("%-*s %4s %6s %5s %9s %6s  %s\n", static_cast<int>(width), name.c_str(), "-", "-", "-", "-",
-                  "skip", why.c_str());
+      std::printf("%-*s %4s %6s %5s %9s %6s %5s  %s\n", static_cast<int>(width), name.c_str(), "-", "-", "-", "-",
+                  "skip", "-", why.c_str());
       continue;
     }
-    std::printf("%-*s %4d %6d %5s %9s %6s  %s\n", static_cast<int>(width), name.c_str(), scheme->quant.bits,
+    std::printf("%-*s %4d %6d %5s %9s %6s %5s  %s\n", static_cast<int>(width), name.c_str(), scheme->quant.bits,
                 scheme->quant.group_size, scheme->quant.sym ? "yes" : "no", scheme->act_order() ? "yes" : "no",
-                solver::method_name(scheme->method), why.c_str());
+                solver::method_name(scheme->method), scheme->grid.empty() ? "int" : scheme->grid.c_str(),
+                why.c_str());
   }
   std::fflush(stdout);
 }
@@ -351,10 +365,12 @@ std::string schemes_digest(const model::ModelConfig& config, const ResolvedSchem
       continue;
     }
     char line[160];
-    std::snprintf(line, sizeof line, " %d %d %d %d %d %d %.17g %s\n", scheme->quant.bits, scheme->quant.group_size,
+    std::snprintf(line, sizeof line, " %d %d %d %d %d %d %.17g %s", scheme->quant.bits, scheme->quant.group_size,
                   scheme->quant.sym, scheme->quant.mse, scheme->desc_act, scheme->static_groups,
                   scheme->damp_percent, solver::method_name(scheme->method));
     text += line;
+    // The min-max grid adds nothing, so digests of earlier runs stay valid.
+    text += scheme->grid.empty() ? "\n" : " " + scheme->grid + "\n";
   }
   return "fnv1a64:" + hex64(fnv1a64(text.data(), text.size()));
 }
@@ -438,7 +454,8 @@ nlohmann::json settings_json(const QuantizeOptions& options) {
           {"sym", g.quant.sym},         {"mse", g.quant.mse},
           {"desc_act", g.desc_act},     {"static_groups", g.static_groups},
           {"damp_percent", g.damp_percent}, {"true_sequential", options.true_sequential},
-          {"block_size", g.block_size}, {"format", options.format}};
+          {"block_size", g.block_size}, {"format", options.format},
+          {"gguf_type", options.format == "gguf" ? nlohmann::json(options.gguf_type) : nlohmann::json()}};
 }
 
 }  // namespace
@@ -457,7 +474,8 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   const model::ModelConfig config = model::load_model_config(options.model_dir);
   model::CheckpointWeightSource source(options.model_dir);
   refuse_quantized_source(config, source.checkpoint(), options.model_dir);
-  const std::unique_ptr<pack::OutputFormat> format = pack::make_output_format(options.format);
+  const bool gguf_output = options.format == "gguf";
+  const std::unique_ptr<pack::OutputFormat> format = make_format(options, config, source.checkpoint());
   const ResolvedSchemes resolved = resolve_schemes(options, config, *format);
   const solver::SchemeResolver& schemes = resolved.schemes;
   if (options.dry_run) {
@@ -504,7 +522,9 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     report["resume"] = {{"work_dir", work_path.string()}, {"steps_restored", "all"}, {"already_complete", true}};
     return report;
   }
-  pack::CheckpointWriter writer(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
+  // A GGUF file is assembled at the end (gguf/gguf_model.h); a checkpoint directory starts here.
+  std::optional<pack::CheckpointWriter> writer;
+  if (!gguf_output) writer.emplace(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
 
   const int n_steps = config.n_layers + (resolved.lm_head ? 1 : 0);
   const int first_step = std::min(work->steps_done(), n_steps);
@@ -638,14 +658,19 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       "rerun with --resume to write the output from the finished steps ('" + work->path().string() + "')";
   uint64_t output_bytes = 0;
   try {
-    for (int step = 0; step < n_steps; ++step) {
+    if (gguf_output) {
+      work->mark_finalizing();
+      output_bytes = write_gguf_output(options, config, checkpoint, *work, n_steps);
+    }
+    for (int step = 0; step < n_steps && writer; ++step) {
       throw_if_interrupted("the assembly of the output");
       const std::unique_ptr<io::SafetensorsFile> packed = work->step_tensors(step);
-      for (const auto& tensor : packed->tensors()) writer.add(tensor.name, packed->load(tensor.name));
+      for (const auto& tensor : packed->tensors()) writer->add(tensor.name, packed->load(tensor.name));
     }
     for (const auto& name : checkpoint.names()) {
+      if (!writer) break;
       throw_if_interrupted("the copy of the unquantized tensors");
-      if (!replaced.count(name)) writer.add(name, checkpoint.load(name));
+      if (!replaced.count(name)) writer->add(name, checkpoint.load(name));
     }
     pack::RunSettings settings;
     settings.desc_act = calibrated && schemes.default_scheme().act_order();
@@ -656,8 +681,10 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     settings.lm_head = resolved.lm_head.has_value();
     settings.untie_word_embeddings =
         settings.lm_head && model::lm_head_tensor_name(source, config) != config.arch.lm_head;
-    work->mark_finalizing();
-    output_bytes = writer.commit(schemes, settings);
+    if (writer) {
+      work->mark_finalizing();
+      output_bytes = writer->commit(schemes, settings);
+    }
   } catch (const InputError&) {
     throw;  // a source tensor that cannot be read: the input must change
   } catch (...) {

@@ -66,7 +66,7 @@ Fingerprint run_fingerprint(const QuantizeOptions& options, const io::Checkpoint
       {"calibration tokens", ids_digest(calibration_ids)},
       {"compute", compute},
       {"command", options.method == Method::kRtn ? "rtn" : "quantize"},
-      {"format", options.format},
+      {"format", options.format == "gguf" ? "gguf:" + options.gguf_type : options.format},
       {"bits", std::to_string(gptq.quant.bits)},
       {"group_size", std::to_string(gptq.quant.group_size)},
       {"sym", text(gptq.quant.sym)},

@@ -4,9 +4,9 @@
 
 #include "cli/command.h"
 #include "cli/quantize_common.h"
+#include "gptq/calib/output_format.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
-#include "gptq/pack/format.h"
 
 namespace gptq::cli {
 namespace {
@@ -63,8 +63,15 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
       ->capture_default_str();
   app.add_option("--format", job.format,
                  "output format: gptq (GPTQ v1: vLLM, transformers, GPTQModel; asymmetric zero "
-                 "points kept >= 1) or gptq_v2 (GPTQModel; zeros stored exactly)")
-      ->check(CLI::IsMember(pack::output_format_names()))
+                 "points kept >= 1), gptq_v2 (GPTQModel; zeros stored exactly) or gguf (one "
+                 "llama.cpp file, --output FILE.gguf, type from --gguf-type)")
+      ->check(CLI::IsMember(calib::output_format_names()))
+      ->capture_default_str();
+  app.add_option("--gguf-type", job.gguf_type,
+                 "with --format gguf: the llama.cpp file type. q4_0, q4_1, q8_0 (32-column blocks), "
+                 "q4_k, q5_k, q6_k (256-column super-blocks; q4_k/q5_k are llama-quantize's _S mixes), "
+                 "q4_k_m, q5_k_m (llama-quantize's _M mixes: attn_v/ffn_down of some layers in Q6_K); "
+                 "GPTQ solves on the type's own grid, --bits/--group-size/--sym do not apply")
       ->capture_default_str();
   app.add_option("--report", options.report_path,
                  "write a JSON report: per-layer loss, damp, tokens, sizes, phase timings");

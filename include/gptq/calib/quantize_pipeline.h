@@ -59,7 +59,9 @@ struct QuantizeOptions {
   uint64_t seed = 0;
   std::string device = "auto";       // auto | cpu | cuda[:N] | mps (backend/device.h)
   std::string dtype = "auto";        // auto | fp32 | bf16 | fp16 (backend/device.h)
-  std::string format = "gptq";       // output format: gptq (v1) | gptq_v2 (pack/format.h)
+  std::string format = "gptq";       // output format: gptq (v1) | gptq_v2 (pack/format.h) | gguf (gguf/gguf_format.h)
+  // --format gguf: the llama.cpp file type (q4_0 ... q5_k_m); the output is one file.
+  std::string gguf_type = "q4_k_m";
   uint64_t max_shard_bytes = uint64_t{4} << 30;
   bool progress = true;              // per-linear lines / redrawn line on a TTY
   // --on-solve-failure rtn: a GPTQ solve failing numerically is rounded to

@@ -71,6 +71,11 @@ class OutputFormat {
                                                       const solver::Scheme& asked, std::string* why) const {
     return asked;
   }
+  // Optional: true when the format stores lm_head quantized whether or not
+  // a recipe rule asks (GGUF: output.weight is always a ggml type), so the
+  // pipeline solves it (GPTQ against the final norm's output) like any
+  // linear. Default: false.
+  virtual bool quantizes_lm_head() const { return false; }
   // Optional: the grid for a scheme whose `grid` names one (solver::QuantGrid).
   // Default: null, GPTQ's min-max integer grid; a format that names grids
   // must return them.
