@@ -19,9 +19,6 @@ Command planned(CLI::App& parent, const char* name, const char* description) {
 
 }  // namespace
 
-Command add_convert_command(CLI::App& parent) {
-  return planned(parent, "convert", "convert between checkpoint formats");
-}
 Command add_server_command(CLI::App& parent) {
   return planned(parent, "server", "serve quantization requests for remote clients");
 }

@@ -12,6 +12,8 @@
 #include <optional>
 
 #include "gptq/core/error.h"
+#include "gptq/core/interrupt.h"
+#include "gptq/gguf/ggml_codec.h"
 #include "gptq/gguf/gguf_file.h"
 #include "gptq/gguf/gguf_vocab.h"
 #include "hf_json.h"
@@ -223,7 +225,19 @@ const GgufTensorPlan* GgufModelPlan::find(const std::string& hf_name) const {
   return nullptr;
 }
 
-GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
+std::vector<SourceTensor> source_tensors(const io::Checkpoint& checkpoint) {
+  // The converter's order: shard by shard, each shard's tensors by name.
+  std::vector<SourceTensor> tensors;
+  for (const auto& file : checkpoint.files()) {
+    std::vector<SourceTensor> shard;
+    for (const auto& tensor : file->tensors()) shard.push_back({tensor.name, tensor.shape});
+    std::sort(shard.begin(), shard.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    tensors.insert(tensors.end(), shard.begin(), shard.end());
+  }
+  return tensors;
+}
+
+GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const std::vector<SourceTensor>& sources,
                               GgufFileType file_type) {
   GgufModelPlan plan;
   plan.architecture = gguf_architecture(config);
@@ -232,13 +246,11 @@ GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const io::Checkp
     plan.rope_freqs = llama3_rope_factors(config);
     plan.tensors.push_back({"", "rope_freqs.weight", {plan.rope_freqs.size(0)}, GgmlType::kF32, 0});
   }
-  // The converter's order: shard by shard, each shard's tensors by name.
   std::vector<std::string> order;
-  for (const auto& file : checkpoint.files()) {
-    std::vector<std::string> names;
-    for (const auto& tensor : file->tensors()) names.push_back(tensor.name);
-    std::sort(names.begin(), names.end());
-    order.insert(order.end(), names.begin(), names.end());
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& source : sources) {
+    order.push_back(source.name);
+    shapes[source.name] = source.shape;
   }
   const bool has_output = std::find(order.begin(), order.end(), "lm_head.weight") != order.end();
   const GgmlType base = default_tensor_type(file_type);
@@ -255,7 +267,7 @@ GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const io::Checkp
     GgufTensorPlan tensor;
     tensor.hf_name = hf_name;
     tensor.name = named->first;
-    tensor.shape = checkpoint.info(hf_name).shape;
+    tensor.shape = shapes.at(hf_name);
     if (plan.architecture == "llama" && hf_name.find("self_attn.q_proj.") != std::string::npos) {
       tensor.permute_heads = config.n_heads;
     } else if (plan.architecture == "llama" && hf_name.find("self_attn.k_proj.") != std::string::npos) {
@@ -297,6 +309,11 @@ GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const io::Checkp
     plan.tensors.push_back(tensor);
   }
   return plan;
+}
+
+GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
+                              GgufFileType file_type) {
+  return plan_gguf_model(config, source_tensors(checkpoint), file_type);
 }
 
 at::Tensor permute_rows_for_rope(const at::Tensor& rows, int64_t n_heads) {
@@ -348,6 +365,33 @@ void write_gguf_metadata(GgufFileWriter& writer, const model::ModelConfig& confi
   }
   writer.set_u32("general.quantization_version", 2);
   write_vocab(writer, read_gguf_vocab(config.dir, config.vocab_size));
+}
+
+uint64_t write_gguf_model(const fs::path& output, const model::ModelConfig& config, const GgufModelPlan& plan,
+                          const io::Checkpoint& checkpoint, const EncodedRows& encoded) {
+  GgufFileWriter writer(output);
+  write_gguf_metadata(writer, config, plan);
+  for (const auto& tensor : plan.tensors) {
+    throw_if_interrupted("the assembly of '" + output.string() + "'");
+    // The rope permutation moves whole rows: of blocks once encoded, of values otherwise.
+    auto permuted = [&](const at::Tensor& rows) {
+      return tensor.permute_heads > 0 ? permute_rows_for_rope(rows, tensor.permute_heads) : rows;
+    };
+    at::Tensor bytes = tensor.hf_name.empty() ? at::Tensor() : encoded(tensor);
+    if (bytes.defined()) {
+      GPTQ_ASSERT(bytes.scalar_type() == at::kByte && bytes.dim() == 2 &&
+                      bytes.size(1) == row_bytes(tensor.type, tensor.shape.back()),
+                  tensor.hf_name, ": the encoded rows are not ", type_info(tensor.type).name, " rows");
+      bytes = permuted(bytes);
+    } else {
+      at::Tensor values = tensor.hf_name.empty() ? plan.rope_freqs
+                                                  : permuted(checkpoint.load(tensor.hf_name, at::kFloat));
+      if (values.dim() == 1) values = values.unsqueeze(0);
+      bytes = quantize_rows(tensor.type, values, at::Tensor());
+    }
+    writer.add_tensor(tensor.name, tensor.type, tensor.shape, bytes);
+  }
+  return writer.commit();
 }
 
 }  // namespace gptq::gguf

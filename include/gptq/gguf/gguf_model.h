@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -81,10 +82,32 @@ struct GgufModelPlan {
   const GgufTensorPlan* find(const std::string& hf_name) const;
 };
 
+// One source tensor: HF name and PyTorch shape.
+struct SourceTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+// The tensors of `checkpoint` in the converter's order.
+std::vector<SourceTensor> source_tensors(const io::Checkpoint& checkpoint);
+
 // UnsupportedError for a family without a mapping or a tensor the converter
-// would not know; InputError for shapes that contradict config.json.
+// would not know. `tensors` in the converter's order (source_tensors).
+GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const std::vector<SourceTensor>& tensors,
+                              GgufFileType file_type);
+// The plan of a full-precision checkpoint's own tensors.
 GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
                               GgufFileType file_type);
+
+// The rows of a tensor the caller holds already encoded as plan.type's
+// blocks (uint8 [rows, row_bytes], HF row order), or an undefined tensor to
+// have write_gguf_model read it from the checkpoint and round it to nearest
+// on its type (cast for F32/F16/BF16).
+using EncodedRows = std::function<at::Tensor(const GgufTensorPlan& tensor)>;
+
+// The whole file: metadata, then every tensor of `plan` (rope-permuted where
+// the plan says); temporary name, rename. Returns its size in bytes.
+uint64_t write_gguf_model(const std::filesystem::path& output, const model::ModelConfig& config,
+                          const GgufModelPlan& plan, const io::Checkpoint& checkpoint, const EncodedRows& encoded);
 
 // The rows of a Q or K weight (float [rows, cols], or encoded blocks [rows,
 // row_bytes]: a permutation of whole rows) in llama.cpp's order.
