@@ -1,84 +1,104 @@
-// convert --to gptq | gptq_v2: only qzeros differ (v1 stores zero - 1, v2 the
-// zero itself); every other tensor and file is copied as stored.
+// convert --to gptq | gptq_v2: v1 stores zero - 1, v2 the zero itself, so only
+// qzeros change; qweight, scales, g_idx and every other tensor and file are
+// copied as stored. A v2 zero of 0 has no v1 encoding (v1_zeros.h).
 #include <ATen/ATen.h>
 
 #include "conversions.h"
-#include "gptq/calib/gptq_weight_source.h"
+#include "gptq/convert/v1_zeros.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
-#include "gptq/io/safetensors.h"
-#include "gptq/pack/checkpoint_writer.h"
-#include "gptq/pack/format.h"
-#include "gptq/pack/gptq_pack.h"
-#include <fstream>
+#include "gptq_input.h"
+#include "output_dir.h"
 
 namespace gptq::convert {
-namespace fs = std::filesystem;
 
 namespace {
 
-// The source's quantization_config, every key kept.
-nlohmann::json read_source_quantization_config(const fs::path& dir) {
-  std::ifstream in(dir / "config.json");
-  GPTQ_CHECK(in.good(), "cannot read '", (dir / "config.json").string(), "'");
-  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  GPTQ_CHECK(!config.is_discarded() && config.is_object() && config.contains("quantization_config") &&
-                 config["quantization_config"].is_object(),
-             "'", (dir / "config.json").string(), "' has no quantization_config object");
-  return config["quantization_config"];
+pack::ZeroEncoding encoding_of(const std::string& format) {
+  return format == "gptq_v2" ? pack::ZeroEncoding::kExact : pack::ZeroEncoding::kMinusOne;
+}
+
+// Refuses (InputError) when any zero is 0: the count, the first module, the way out.
+void check_v1_representable(const GptqInput& input) {
+  int64_t n_groups = 0;
+  int64_t n_modules = 0;
+  std::string first;
+  int64_t first_count = 0;
+  for (const std::string& prefix : input.linears()) {
+    const int64_t n_zero = count_zero_zeros(input.load(prefix));
+    if (n_zero == 0) continue;
+    n_groups += n_zero;
+    if (n_modules++ == 0) {
+      first = prefix;
+      first_count = n_zero;
+    }
+  }
+  GPTQ_CHECK(n_groups == 0, "'", input.dir().string(), "': ", n_groups, " group(s) in ", n_modules,
+             " module(s) have asymmetric zero point(s) of 0, which GPTQ v1 (zero - 1 per field) cannot hold "
+             "for vLLM and AutoGPTQ; first: ", first, " (", first_count, " group(s)). Keep gptq_v2 (GPTQModel "
+             "loads it), or pass --allow-lossy to re-encode those groups on the nearest v1 grid (reported)");
 }
 
 }  // namespace
 
 nlohmann::json convert_gptq_version(const ConvertOptions& options) {
-  const std::optional<calib::GptqCheckpointInfo> info = calib::detect_gptq_checkpoint(options.input);
-  GPTQ_CHECK(info.has_value(), "'", options.input.string(), "' is not a GPTQ checkpoint (its config.json has no "
-             "quantization_config with quant_method gptq)");
-  const bool to_v1 = options.to == "gptq";
-  const pack::ZeroEncoding source_encoding =
-      info->format == "gptq_v2" ? pack::ZeroEncoding::kExact : pack::ZeroEncoding::kMinusOne;
-  const pack::ZeroEncoding target_encoding = to_v1 ? pack::ZeroEncoding::kMinusOne : pack::ZeroEncoding::kExact;
-  const io::Checkpoint checkpoint = io::Checkpoint::open(options.input);
-  const std::unique_ptr<pack::OutputFormat> format = pack::make_output_format(options.to);
-  pack::CheckpointWriter writer(options.input, options.output, *format);
-  int64_t n_linears = 0;
-  for (const std::string& name : checkpoint.names()) {
-    if (!name.ends_with(".qzeros")) {
-      writer.add(name, checkpoint.load(name));
-      continue;
+  const GptqInput input(options.input);
+  const pack::ZeroEncoding target = encoding_of(options.to);
+  OutputDir output(options.input, options.output);
+  if (target == pack::ZeroEncoding::kMinusOne && !options.allow_lossy) check_v1_representable(input);
+
+  nlohmann::json lossy_modules = nlohmann::json::array();
+  int64_t n_changed = 0;
+  int64_t n_copied = 0;
+  for (const std::string& name : input.checkpoint().names()) {
+    if (!input.is_linear_part(name)) {
+      output.add(name, input.checkpoint().load(name));
+      ++n_copied;
     }
-    const std::string prefix = name.substr(0, name.size() - 7);
-    const std::optional<solver::Scheme> scheme = info->schemes->resolve(prefix);
-    GPTQ_CHECK(scheme.has_value(), options.input.string(), ": '", prefix,
-               "' is stored quantized but quantization_config.dynamic excludes it");
-    const int bits = scheme->quant.bits;
-    pack::GptqTensors packed;
-    packed.qweight = checkpoint.load(prefix + ".qweight");
-    packed.qzeros = checkpoint.load(name);
-    packed.scales = checkpoint.load(prefix + ".scales");
-    packed.g_idx = checkpoint.contains(prefix + ".g_idx")
-                       ? checkpoint.load(prefix + ".g_idx")
-                       : pack::sequential_g_idx(packed.qweight.size(0) * 32 / bits, scheme->quant.group_size);
-    const pack::UnpackedGptq unpacked = pack::unpack_gptq(packed, bits, source_encoding);
-    if (to_v1) {
-      const int64_t n_zero = unpacked.zeros.eq(0).sum().item<int64_t>();
-      GPTQ_CHECK(n_zero == 0, prefix, ": ", n_zero, " group zero point(s) of 0, which GPTQ v1 (zero - 1) cannot "
-                 "store for vLLM and AutoGPTQ; keep --to gptq_v2, or requantize with 'gptq-quant quantize "
-                 "--format gptq' (it raises such zeros to 1)");
-    }
-    const pack::GptqTensors repacked =
-        pack::pack_gptq(unpacked.codes, unpacked.zeros, unpacked.scales, unpacked.g_idx, bits, target_encoding);
-    GPTQ_ASSERT(repacked.qweight.equal(packed.qweight), prefix, ": qweight changed in a zero re-encoding");
-    writer.add(name, repacked.qzeros);
-    ++n_linears;
   }
-  nlohmann::json quantization = read_source_quantization_config(options.input);
+  for (const std::string& prefix : input.linears()) {
+    const int bits = input.scheme(prefix).quant.bits;
+    const pack::GptqTensors stored = input.load_packed(prefix);
+    pack::UnpackedGptq linear = input.load(prefix);
+    bool reencoded = false;
+    if (target == pack::ZeroEncoding::kMinusOne && count_zero_zeros(linear) > 0) {
+      V1Reencoding v1 = reencode_for_v1(linear, bits);
+      spdlog::warn("{}: {} group(s) with zero 0 re-encoded for v1 ({} on a new scale), max |dW| {:.3g}", prefix,
+                   v1.n_groups_changed, v1.n_groups_requantized, v1.max_abs_change);
+      lossy_modules.push_back({{"name", prefix},
+                               {"groups_changed", v1.n_groups_changed},
+                               {"groups_requantized", v1.n_groups_requantized},
+                               {"max_abs_change", v1.max_abs_change}});
+      n_changed += v1.n_groups_changed;
+      linear = std::move(v1.linear);
+      reencoded = true;
+    }
+    const pack::GptqTensors packed =
+        pack::pack_gptq(linear.codes, linear.zeros, linear.scales, linear.g_idx, bits, target);
+    GPTQ_ASSERT(reencoded || packed.qweight.equal(stored.qweight), prefix, ": qweight changed in a zero re-encoding");
+    output.add(prefix + ".qweight", reencoded ? packed.qweight : stored.qweight);
+    output.add(prefix + ".qzeros", packed.qzeros);
+    output.add(prefix + ".scales", reencoded ? packed.scales : stored.scales);
+    if (input.checkpoint().contains(prefix + ".g_idx")) output.add(prefix + ".g_idx", stored.g_idx);
+  }
+
+  nlohmann::json quantization = input.quantization();
   quantization["checkpoint_format"] = options.to;
   if (quantization.contains("format")) quantization["format"] = options.to;
-  const uint64_t bytes = writer.commit(quantization);
-  spdlog::info("wrote '{}': {} linear(s) from {} to {}", options.output.string(), n_linears, info->format, options.to);
-  return {{"input", options.input.string()},   {"output", options.output.string()}, {"to", options.to},
-          {"source_format", info->format}, {"linears_converted", n_linears}, {"output_bytes", bytes}};
+  nlohmann::json config = input.config();
+  if (config.contains("quantization_config")) config["quantization_config"] = quantization;
+  const uint64_t bytes = output.commit(config, quantization);
+  spdlog::info("wrote '{}': {} linear(s) from {} to {}{}", options.output.string(), input.linears().size(),
+               input.info().format, options.to,
+               n_changed > 0 ? " (" + std::to_string(n_changed) + " group(s) re-encoded, see the report)" : "");
+  nlohmann::json report = {{"source_format", input.info().format},
+                           {"linears_converted", input.linears().size()},
+                           {"tensors_copied", n_copied},
+                           {"input_bytes", input.checkpoint().total_bytes()},
+                           {"output_bytes", bytes},
+                           {"exact", n_changed == 0}};
+  if (n_changed > 0) report["lossy"] = {{"groups_changed", n_changed}, {"modules", lossy_modules}};
+  return report;
 }
 
 }  // namespace gptq::convert

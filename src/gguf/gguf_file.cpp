@@ -1,6 +1,7 @@
 #include "gptq/gguf/gguf_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <ATen/ATen.h>
@@ -50,6 +51,24 @@ fs::path beside(const fs::path& output, const std::string& suffix) {
   return dir / ("." + output.filename().string() + suffix + "-" + std::to_string(::getpid()));
 }
 
+// Temporaries of writers whose process is gone (a kill -9 runs no
+// destructor): ".<output>.tmp-<pid>" and ".<output>.data-<pid>".
+void remove_stale_temporaries(const fs::path& output) {
+  const fs::path dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    for (const std::string stem : {"." + output.filename().string() + ".tmp-", "." + output.filename().string() + ".data-"}) {
+      if (!name.starts_with(stem)) continue;
+      const std::string pid_text = name.substr(stem.size());
+      if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+      fs::remove(entry.path(), ec);
+    }
+  }
+}
+
 }  // namespace
 
 GgufFileWriter::GgufFileWriter(fs::path output) : output_(std::move(output)) {
@@ -58,6 +77,7 @@ GgufFileWriter::GgufFileWriter(fs::path output) : output_(std::move(output)) {
   const fs::path dir = output_.parent_path().empty() ? fs::path(".") : output_.parent_path();
   GPTQ_CHECK(fs::is_directory(dir, ec), "output '", output_.string(), "': directory '", dir.string(),
              "' does not exist");
+  remove_stale_temporaries(output_);
   temp_ = beside(output_, ".tmp");
   spool_path_ = beside(output_, ".data");
   fs::remove(spool_path_, ec);

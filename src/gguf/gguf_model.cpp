@@ -6,6 +6,7 @@
 #include <array>
 #include <cctype>
 #include <cmath>
+#include <initializer_list>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numbers>
@@ -143,6 +144,17 @@ at::Tensor llama3_rope_factors(const model::ModelConfig& config) {
   return factors;
 }
 
+// config.json's RoPE parameters as the converter reads them: "rope_parameters"
+// (transformers 5) or "rope_scaling", the full-attention entry where split.
+nlohmann::json rope_parameters_json(const nlohmann::json& hparams) {
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    if (!hparams.contains(key) || !hparams[key].is_object()) continue;
+    const nlohmann::json& params = hparams[key];
+    return params.contains("full_attention") ? params["full_attention"] : params;
+  }
+  return nlohmann::json::object();
+}
+
 void write_vocab(GgufFileWriter& writer, const GgufVocab& vocab) {
   writer.set_string("tokenizer.ggml.model", vocab.model);
   if (!vocab.pre.empty()) writer.set_string("tokenizer.ggml.pre", vocab.pre);
@@ -255,12 +267,23 @@ GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const std::vecto
   const bool has_output = std::find(order.begin(), order.end(), "lm_head.weight") != order.end();
   const GgmlType base = default_tensor_type(file_type);
   const bool quantized = type_info(base).quantized;
-  int64_t n_attention_wv = 0;
-  for (const auto& name : order) n_attention_wv += name.ends_with("self_attn.v_proj.weight");
+  // llama-quantize walks tensors by layer number (llama_model_loader's
+  // weights_map, ordered by weight_name_comparer), not in file order, so its
+  // attn_v counter is the rank of the layer among the layers holding one;
+  // ffn_down's counts every layer.
+  std::vector<int> attn_v_layers;
+  for (const auto& name : order) {
+    if (!name.ends_with("self_attn.v_proj.weight")) continue;
+    if (const auto named = gguf_name_of(name, config)) attn_v_layers.push_back(named->second);
+  }
+  std::sort(attn_v_layers.begin(), attn_v_layers.end());
+  const int64_t n_attention_wv = static_cast<int64_t>(attn_v_layers.size());
   const int64_t n_ffn_down = config.n_layers;
-  int64_t i_attention_wv = 0, i_ffn_down = 0;
-  // Llama-2-70B's shape (llama.cpp's LLM_TYPE_70B): 80 layers with grouped KV heads.
-  const bool llama_70b = plan.architecture == "llama" && config.n_layers == 80 && config.n_heads != config.n_kv_heads;
+  // llama.cpp's LLM_TYPE_70B, which llama-quantize reads from the loaded
+  // model: llama with 80 layers and grouped KV heads (Llama-2/3-70B), qwen2
+  // with 80 layers (Qwen2/2.5-72B); qwen3 has no 80-layer size.
+  const bool type_70b = config.n_layers == 80 && ((plan.architecture == "llama" && config.n_heads != config.n_kv_heads) ||
+                                                  plan.architecture == "qwen2");
   for (const auto& hf_name : order) {
     const auto named = gguf_name_of(hf_name, config);
     if (!named) continue;
@@ -288,22 +311,23 @@ GgufModelPlan plan_gguf_model(const model::ModelConfig& config, const std::vecto
         type = GgmlType::kQ6_K;
       }
     } else if (quantized && tensor.name.ends_with("attn_v.weight")) {
+      const int64_t i_attention_wv =
+          std::lower_bound(attn_v_layers.begin(), attn_v_layers.end(), named->second) - attn_v_layers.begin();
       if ((file_type == GgufFileType::kQ4_K_M || file_type == GgufFileType::kQ5_K_M) &&
           use_more_bits(i_attention_wv, n_attention_wv)) {
         type = GgmlType::kQ6_K;
       } else if (file_type == GgufFileType::kQ4_K_S && i_attention_wv < 4) {
         type = GgmlType::kQ5_K;
       }
-      if (llama_70b && type == GgmlType::kQ4_K) type = GgmlType::kQ5_K;
-      ++i_attention_wv;
+      if (type_70b && type == GgmlType::kQ4_K) type = GgmlType::kQ5_K;
     } else if (quantized && tensor.name.ends_with("ffn_down.weight")) {
+      const int64_t i_ffn_down = named->second;
       if ((file_type == GgufFileType::kQ4_K_M || file_type == GgufFileType::kQ5_K_M) &&
           use_more_bits(i_ffn_down, n_ffn_down)) {
         type = GgmlType::kQ6_K;
       } else if (file_type == GgufFileType::kQ4_K_S && i_ffn_down < n_ffn_down / 8) {
         type = GgmlType::kQ5_K;
       }
-      ++i_ffn_down;
     }
     tensor.type = quantized ? fallback(type, n_cols, tensor.name) : type;
     plan.tensors.push_back(tensor);
@@ -349,8 +373,22 @@ void write_gguf_metadata(GgufFileWriter& writer, const model::ModelConfig& confi
     writer.set_f32(arch + ".rope.scaling.factor", static_cast<float>(rope.factor));
     writer.set_u32(arch + ".rope.scaling.original_context_length",
                    static_cast<uint32_t>(rope.original_max_position_embeddings));
-    writer.set_f32(arch + ".rope.scaling.yarn_beta_fast", static_cast<float>(rope.beta_fast));
-    writer.set_f32(arch + ".rope.scaling.yarn_beta_slow", static_cast<float>(rope.beta_slow));
+    // The converter writes these only when config.json gives them (llama.cpp
+    // then applies its own defaults), so they come from the file, not from
+    // ModelConfig's filled-in values.
+    const nlohmann::json params = rope_parameters_json(hparams);
+    const auto put_given = [&](std::initializer_list<const char*> names, const std::string& key) {
+      for (const char* name : names) {
+        if (params.contains(name) && params[name].is_number()) {
+          writer.set_f32(arch + key, params[name].get<float>());
+          return;
+        }
+      }
+    };
+    put_given({"extrapolation_factor"}, ".rope.scaling.yarn_ext_factor");
+    put_given({"attention_factor", "attn_factor"}, ".rope.scaling.yarn_attn_factor");
+    put_given({"beta_fast"}, ".rope.scaling.yarn_beta_fast");
+    put_given({"beta_slow"}, ".rope.scaling.yarn_beta_slow");
   }
   writer.set_f32(arch + ".rope.freq_base", static_cast<float>(rope.theta));
   writer.set_f32(arch + ".attention.layer_norm_rms_epsilon", static_cast<float>(config.rms_norm_eps));
@@ -373,9 +411,15 @@ uint64_t write_gguf_model(const fs::path& output, const model::ModelConfig& conf
   write_gguf_metadata(writer, config, plan);
   for (const auto& tensor : plan.tensors) {
     throw_if_interrupted("the assembly of '" + output.string() + "'");
-    // The rope permutation moves whole rows: of blocks once encoded, of values otherwise.
+    // The rope permutation moves whole rows: of blocks once encoded, of values
+    // otherwise. A 1-D tensor (a Q/K bias, always F32) is one row whose
+    // elements move, so its bytes are permuted as [n, element bytes].
     auto permuted = [&](const at::Tensor& rows) {
-      return tensor.permute_heads > 0 ? permute_rows_for_rope(rows, tensor.permute_heads) : rows;
+      if (tensor.permute_heads <= 0) return rows;
+      if (tensor.shape.size() == 1 && rows.dim() == 2) {
+        return permute_rows_for_rope(rows.reshape({tensor.shape[0], -1}), tensor.permute_heads).reshape({1, -1});
+      }
+      return permute_rows_for_rope(rows, tensor.permute_heads);
     };
     at::Tensor bytes = tensor.hf_name.empty() ? at::Tensor() : encoded(tensor);
     if (bytes.defined()) {

@@ -106,16 +106,13 @@ void CheckpointWriter::add(const std::string& name, const at::Tensor& tensor) {
 }
 
 uint64_t CheckpointWriter::commit(const solver::SchemeResolver& schemes, const RunSettings& settings) {
-  return commit(format_.quantization_config(schemes, settings), settings.untie_word_embeddings);
-}
-
-uint64_t CheckpointWriter::commit(const nlohmann::json& quantization, bool untie_word_embeddings) {
   GPTQ_ASSERT(!committed_, "commit() called twice");
   shards_->commit();
 
+  const nlohmann::json quantization = format_.quantization_config(schemes, settings);
   nlohmann::json config = read_json(source_dir_ / "config.json");
   config["quantization_config"] = quantization;
-  if (untie_word_embeddings) config["tie_word_embeddings"] = false;
+  if (settings.untie_word_embeddings) config["tie_word_embeddings"] = false;
   write_json(temp_dir_ / "config.json", config);
   write_json(temp_dir_ / "quantize_config.json", quantization);
 

@@ -18,8 +18,10 @@
 //                      quantization_config): W = (code - zero) * scale computed
 //                      in fp32 (exact), rounded once to the target dtype; every
 //                      other floating tensor cast to it.
-//   gguf               built elsewhere; refused here (exit 2) until it is wired.
-// Every output is a directory written under a temporary name and renamed when
+//   gguf               one llama.cpp file, code for code where the scheme maps
+//                      (gptq_to_gguf.cpp: 4-bit sym/asym or 8-bit sym groups of
+//                      32 in column order); otherwise refused with the reason.
+// Every output but gguf's file is a directory written under a temporary name and renamed when
 // complete; an existing output, an input that is not a GPTQ checkpoint, or a
 // malformed tensor is an InputError (exit 2) naming the file or tensor.
 #include <filesystem>
@@ -34,7 +36,6 @@ struct ConvertOptions {
   std::string to;                // one of target_names()
   std::filesystem::path output;  // the output directory (a .gguf file for gguf)
   bool allow_lossy = false;      // --to gptq: re-encode v2 zeros of 0 instead of refusing
-  std::string gguf_type;         // reserved for --to gguf
 };
 
 // The --to values, in the order --help lists them.

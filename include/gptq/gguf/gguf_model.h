@@ -15,18 +15,22 @@
 // token_embd) Q6_K, or Q8_0 for q8_0 and rows that are not whole blocks of
 // the file type; attn_v / ffn_down of the layers use_more_bits() picks Q6_K in
 // the _M mixes; attn_v of the first 4 layers and ffn_down of the first 1/8
-// Q5_K in q4_k (Q4_K_S); attn_v Q5_K in Llama-2-70B-shaped models (80 layers,
-// GQA) where the mix says Q4_K; every other 2-D tensor the file type's.
-// llama-quantize's counters count attn_v and ffn_down tensors in file order,
-// and so do we. A K-quant tensor whose rows are not whole 256-value
-// super-blocks falls back as llama-quantize does (Q6_K -> Q8_0; Q4_K -> Q5_0
-// and Q5_K -> Q5_1 are types gptq-quant does not write: UnsupportedError
-// naming the tensor).
+// Q5_K in q4_k (Q4_K_S); attn_v Q5_K where the mix says Q4_K in models
+// llama.cpp sizes as 70B (llama: 80 layers with GQA; qwen2: 80 layers); every
+// other 2-D tensor the file type's. Not applied: the imatrix-only rule (ffn_down
+// of the first 1/8 Q4_1 in q4_0 when llama-quantize is given an imatrix) and the
+// 8-expert and Falcon rules (no such family here).
+// llama-quantize counts attn_v and ffn_down tensors in layer-number order
+// (llama_model_loader's weights_map), not in file order; so do we. A K-quant
+// tensor whose rows are not whole 256-value super-blocks falls back as
+// llama-quantize does (Q6_K -> Q8_0; Q4_K -> Q5_0 and Q5_K -> Q5_1 are types
+// gptq-quant does not write: UnsupportedError naming the tensor).
 //
 // write_gguf_metadata writes the keys the converter writes for these
 // families (general.*, <arch>.block_count, context_length, embedding_length,
 // feed_forward_length, attention.head_count(_kv), rope.freq_base, rope
-// scaling (linear, yarn; llama3's factors are the rope_freqs tensor),
+// scaling (linear; yarn with ext/attn factor and betas only where config.json
+// gives them; llama3's factors are the rope_freqs tensor),
 // attention.layer_norm_rms_epsilon, attention.key_length/value_length when
 // config.json gives head_dim, llama's vocab_size and rope.dimension_count,
 // general.file_type, general.quantization_version) and the tokenizer

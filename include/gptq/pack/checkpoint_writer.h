@@ -56,9 +56,6 @@ class CheckpointWriter {
   // `settings`) and copied files, finishes the shards, renames the temporary
   // directory to the output. Returns the output's total bytes.
   uint64_t commit(const solver::SchemeResolver& schemes, const RunSettings& settings);
-  // As commit(), with quantization_config given whole (convert keeps every
-  // key of its source's).
-  uint64_t commit(const nlohmann::json& quantization_config, bool untie_word_embeddings = false);
   const OutputFormat& format() const { return format_; }
 
   const std::filesystem::path& temp_dir() const { return temp_dir_; }
