@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <map>
 
 #include "gptq/core/error.h"
@@ -18,10 +19,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// One fp32 Hessian per group, fed chunk by chunk; taken once the group is complete.
+// One fp32 Hessian per group, fed chunk by chunk; taken once the group is
+// complete (summed over the processes of a data-parallel run).
 class GroupHessians {
  public:
-  explicit GroupHessians(PhaseTimes& times) : times_(times) {}
+  GroupHessians(PhaseTimes& times, dist::Communicator* comm) : times_(times), comm_(comm) {}
 
   // Every row of input.x counts, whether a whole chunk or a subset of its tokens.
   void add(int group_index, const model::GroupInput& input) {
@@ -35,20 +37,30 @@ class GroupHessians {
     times_.hessian_s += seconds_since(start);
   }
 
-  // H [in, in] and the rows it was accumulated over; frees the accumulator.
-  at::Tensor take(int group_index, int64_t& n_rows) {
+  // H [in, in] of the group whose first linear is `first` and the rows it
+  // was accumulated over; frees the accumulator. In a data-parallel run this
+  // process may have routed no token to an expert: it still takes part.
+  at::Tensor take(int group_index, const std::string& first, const model::BlockWeights& weights,
+                  const std::string& layer_prefix, int64_t& n_rows) {
     const auto start = std::chrono::steady_clock::now();
     auto found = accumulators_.find(group_index);
-    GPTQ_ASSERT(found != accumulators_.end(), "group ", group_index, " finished without any input");
-    n_rows = found->second.n_samples();
-    at::Tensor H = found->second.hessian();
-    accumulators_.erase(found);
+    GPTQ_ASSERT(found != accumulators_.end() || comm_ != nullptr, "group ", group_index, " finished without any input");
+    at::Tensor H;
+    n_rows = 0;
+    if (found != accumulators_.end()) {
+      n_rows = found->second.n_samples();
+      H = found->second.hessian();
+      accumulators_.erase(found);
+    }
+    const at::Tensor& W = weights.at(first + ".weight");
+    H = reduce_hessian(H, W.size(1), W.device(), n_rows, comm_, "the Hessian of " + layer_prefix + first);
     times_.hessian_s += seconds_since(start);
     return H;
   }
 
  private:
   PhaseTimes& times_;
+  dist::Communicator* comm_;
   std::map<int, solver::HessianAccumulator> accumulators_;
 };
 
@@ -56,7 +68,7 @@ class GroupHessians {
 class SolvingObserver : public model::GroupObserver {
  public:
   SolvingObserver(const SolveContext& context, const LinearSink& sink, PhaseTimes& times)
-      : context_(context), sink_(sink), times_(times), hessians_(times) {}
+      : context_(context), sink_(sink), times_(times), hessians_(times, context.comm) {}
 
   void observe(int group_index, const model::GroupInput& input) override {
     hessians_.add(group_index, input);
@@ -68,7 +80,7 @@ class SolvingObserver : public model::GroupObserver {
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
                     model::BlockWeights& weights) override {
     int64_t n_rows = 0;
-    at::Tensor H = hessians_.take(group_index, n_rows);
+    at::Tensor H = hessians_.take(group_index, linear_names.front(), weights, context_.layer_prefix, n_rows);
     quantize_group(linear_names, H, n_rows, context_, weights, sink_, times_, routing_of(group_index));
   }
 
@@ -86,7 +98,10 @@ class SolvingObserver : public model::GroupObserver {
       PhaseTimes times;
     };
     std::vector<Job> jobs(group_indices.size());
-    for (size_t idx = 0; idx < jobs.size(); ++idx) jobs[idx].H = hessians_.take(group_indices[idx], jobs[idx].n_rows);
+    for (size_t idx = 0; idx < jobs.size(); ++idx) {
+      jobs[idx].H = hessians_.take(group_indices[idx], linear_names[idx].front(), weights, context_.layer_prefix,
+                                   jobs[idx].n_rows);
+    }
     const auto start = std::chrono::steady_clock::now();
     auto solve = [&](int64_t begin, int64_t end) {
       for (int64_t idx = begin; idx < end; ++idx) {
@@ -98,7 +113,9 @@ class SolvingObserver : public model::GroupObserver {
       }
     };
     const bool on_cpu = jobs.empty() || !jobs.front().H.defined() || jobs.front().H.device().is_cpu();
-    if (on_cpu && jobs.size() > 1) {
+    // Data-parallel solves run collectives, which every process must issue in
+    // the same order: one expert after another, each split across processes.
+    if (on_cpu && jobs.size() > 1 && context_.comm == nullptr) {
       at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, solve);
     } else {
       solve(0, static_cast<int64_t>(jobs.size()));
@@ -133,7 +150,8 @@ class SolvingObserver : public model::GroupObserver {
 // --no-true-sequential: only collects each group's Hessian from the unquantized block.
 class CollectingObserver : public model::GroupObserver {
  public:
-  explicit CollectingObserver(PhaseTimes& times) : hessians_(times) {}
+  CollectingObserver(PhaseTimes& times, const SolveContext& context)
+      : hessians_(times, context.comm), layer_prefix_(context.layer_prefix) {}
 
   void observe(int group_index, const model::GroupInput& input) override {
     hessians_.add(group_index, input);
@@ -143,10 +161,10 @@ class CollectingObserver : public model::GroupObserver {
   }
 
   void finish_group(int group_index, const std::vector<std::string>& linear_names,
-                    model::BlockWeights&) override {
+                    model::BlockWeights& weights) override {
     Collected& collected = groups_[group_index];
     collected.names = linear_names;
-    collected.H = hessians_.take(group_index, collected.n_rows);
+    collected.H = hessians_.take(group_index, linear_names.front(), weights, layer_prefix_, collected.n_rows);
   }
 
   struct Collected {
@@ -159,6 +177,7 @@ class CollectingObserver : public model::GroupObserver {
 
  private:
   GroupHessians hessians_;
+  std::string layer_prefix_;
   std::map<int, Collected> groups_;
 };
 
@@ -208,6 +227,27 @@ std::vector<Stack> plan_stacks(const std::vector<std::string>& linear_names, con
   return stacks;
 }
 
+// Every process's rows of a split solve, concatenated in rank order, so each
+// holds the whole result. [groups, rows] tensors gather along their rows; the
+// dequantized weight travels in the block's dtype (what the block keeps).
+void gather_rows(solver::QuantizedWeight& solved, int64_t n_rows, c10::ScalarType weight_dtype,
+                 dist::Communicator& comm, const std::string& name) {
+  const std::vector<int64_t> sizes = dist::rows_per_rank(n_rows, comm.world_size());
+  auto rows = [&](const at::Tensor& part, const char* what) {
+    return comm.all_gather_rows(part.contiguous(), sizes, std::string(what) + " of " + name);
+  };
+  auto columns = [&](const at::Tensor& part, const char* what) {
+    return part.defined() ? rows(part.t(), what).t() : part;
+  };
+  solved.codes = rows(solved.codes, "the codes");
+  solved.scales = columns(solved.scales, "the scales");
+  solved.zeros = columns(solved.zeros, "the zero points");
+  solved.grid_zeros = columns(solved.grid_zeros, "the grid offsets");
+  solved.dequantized = rows(solved.dequantized.to(weight_dtype), "the quantized weight");
+  solved.row_loss = rows(solved.row_loss, "the row losses");
+  if (solved.zero_raised.defined()) solved.zero_raised = rows(solved.zero_raised, "the raised zero points");
+}
+
 // Solves one stack: the weights stacked row-wise, one solve, split back.
 void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows,
                  const model::GroupRouting* routing, const SolveContext& context,
@@ -228,21 +268,61 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
     for (const auto& name : stack.names) names += (names.empty() ? "" : "+") + name;
     return context.layer_prefix + names;
   };
+  // A data-parallel run splits the rows across the processes (each solves
+  // its share against the same H, then all gather); fewer rows than
+  // processes: every process solves them all, with the same result.
+  dist::Communicator* comm = context.comm;
+  const bool split = comm != nullptr && W.size(0) >= comm->world_size();
+  const dist::RowRange mine =
+      split ? dist::rows_of_rank(W.size(0), comm->rank(), comm->world_size()) : dist::RowRange{0, W.size(0)};
+  const at::Tensor W_mine = split ? W.narrow(0, mine.begin, mine.count) : W;
+  std::exception_ptr failure;
+  bool numerical = false;
   try {
-    solved = gptq ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
+    solved = gptq ? solver::gptq_quantize(W_mine, H, config) : solver::rtn_quantize(W_mine, config, H);
   } catch (const NumericalError& e) {
-    if (!gptq || !context.rtn_on_solve_failure) rethrow_with_context(stack_name());
+    failure = std::current_exception();
+    numerical = true;
     solve_failure = e.what();
-    spdlog::warn("{}: {}; quantized by round-to-nearest instead (--on-solve-failure rtn)", stack_name(),
-                 solve_failure);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  // Every process learns whether any failed, so all take the same path.
+  int64_t numerical_anywhere = numerical ? 1 : 0;
+  int64_t other_anywhere = failure && !numerical ? 1 : 0;
+  if (split) {
+    at::Tensor outcome = at::tensor({numerical_anywhere, other_anywhere}, at::kLong);
+    comm->all_reduce_sum(outcome, "the outcome of the solve of " + stack_name());
+    numerical_anywhere = outcome[0].item<int64_t>();
+    other_anywhere = outcome[1].item<int64_t>();
+  }
+  auto rethrow_here = [&] {
     try {
-      solved = solver::rtn_quantize(W, config, at::Tensor());
+      std::rethrow_exception(failure);
     } catch (...) {
       rethrow_with_context(stack_name());
     }
-  } catch (...) {
-    rethrow_with_context(stack_name());
+  };
+  if (failure && !numerical) rethrow_here();
+  if (other_anywhere > 0) throw Error(stack_name() + ": the solve failed on another process (its own message says why)");
+  if (numerical_anywhere > 0) {
+    if (!gptq || !context.rtn_on_solve_failure) {
+      if (failure) rethrow_here();
+      throw NumericalError(stack_name() + ": GPTQ failed numerically on another process's rows (its own message "
+                           "says why)");
+    }
+    if (solve_failure.empty()) solve_failure = "GPTQ failed numerically on another process's rows";
+    if (comm == nullptr || comm->rank() == 0) {
+      spdlog::warn("{}: {}; quantized by round-to-nearest instead (--on-solve-failure rtn)", stack_name(),
+                   solve_failure);
+    }
+    try {
+      solved = solver::rtn_quantize(W_mine, config, at::Tensor());
+    } catch (...) {
+      rethrow_with_context(stack_name());
+    }
   }
+  if (split) gather_rows(solved, W.size(0), parts.front().scalar_type(), *comm, stack_name());
   const double elapsed = seconds_since(start);
   times.solve_s += elapsed;
   int64_t row_start = 0;
@@ -281,12 +361,25 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
 
 }  // namespace
 
+at::Tensor reduce_hessian(at::Tensor H, int64_t n_cols, c10::Device device, int64_t& n_rows,
+                          dist::Communicator* comm, const std::string& what) {
+  if (comm == nullptr) return H;
+  // Each process's mean back to its sum (H = 2/n sum X^T X), summed over processes.
+  at::Tensor sum = H.defined() ? H.mul(static_cast<double>(n_rows)) : at::zeros({n_cols, n_cols}, at::TensorOptions(device).dtype(at::kFloat));
+  comm->all_reduce_sum(sum, what);
+  at::Tensor rows = at::tensor({n_rows}, at::kLong);
+  comm->all_reduce_sum(rows, "the row count of " + what);
+  n_rows = rows.item<int64_t>();
+  GPTQ_ASSERT(n_rows > 0, what, ": no process saw any row");
+  return sum.div_(static_cast<double>(n_rows));
+}
+
 void quantize_group(const std::vector<std::string>& linear_names, const at::Tensor& H,
                     int64_t n_hessian_rows, const SolveContext& context,
                     model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times,
                     const model::GroupRouting* routing) {
   GPTQ_ASSERT(context.schemes != nullptr && context.format != nullptr, "solve context incomplete");
-  if (routing != nullptr && routing->too_few_routed) {
+  if (routing != nullptr && routing->too_few_routed && (context.comm == nullptr || context.comm->rank() == 0)) {
     std::string names;
     for (const auto& name : linear_names) names += (names.empty() ? "" : ", ") + context.layer_prefix + name;
     spdlog::warn("{}: the router sent only {} calibration token(s) to this expert; its Hessian "
@@ -309,7 +402,7 @@ at::Tensor quantize_block_gptq(const model::ModelConfig& config, model::BlockWei
     SolvingObserver observer(options.solve, sink, times);
     output = model::block_forward(config, weights, hidden, rope, &observer, options.block, stats);
   } else {
-    CollectingObserver collector(times);
+    CollectingObserver collector(times, options.solve);
     model::block_forward(config, weights, hidden, rope, &collector, options.block, stats);
     for (const auto& [group_index, group] : collector.groups()) {
       quantize_group(group.names, group.H, group.n_rows, options.solve, weights, sink, times,

@@ -410,6 +410,12 @@ bool all_finite(const at::Tensor& hidden) {
   return true;
 }
 
+// A data-parallel rank's own offload directory, gone at the end (its files were unlinked at creation).
+void remove_quietly(const fs::path& dir) {
+  std::error_code ignored;
+  fs::remove_all(dir, ignored);
+}
+
 // A checkpoint that is already quantized is never quantized again.
 void refuse_quantized_source(const model::ModelConfig& config, const io::Checkpoint& checkpoint,
                              const fs::path& model_dir) {
@@ -443,6 +449,7 @@ void quantize_lm_head(const model::ModelConfig& config, const model::WeightSourc
     }
     H = hessian.hessian();
     n_rows = hessian.n_samples();
+    H = reduce_hessian(H, config.hidden_size, device, n_rows, context.comm, "the Hessian of " + name);
     times.hessian_s += seconds_since(start);
   }
   quantize_group({name}, H, n_rows, context, weights, sink, times);
@@ -479,7 +486,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   const ResolvedSchemes resolved = resolve_schemes(options, config, *format);
   const solver::SchemeResolver& schemes = resolved.schemes;
   if (options.dry_run) {
-    print_scheme_table(config, resolved);
+    if (!options.launch || options.launch->rank == 0) print_scheme_table(config, resolved);
     report["dry_run"] = true;
     return report;
   }
@@ -494,6 +501,10 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   report["device"] = device.str();
   report["dtype"] = model::dtype_to_hf_name(dtype);
   report["architecture"] = config.architecture;
+  GPTQ_CHECK(!options.launch || !options.resume, "--resume continues a single-process run; a data-parallel run (",
+             options.launch->world_size, " processes) starts from the beginning");
+  // Rank 0 of a data-parallel run keeps the work directory and writes the output.
+  const bool writes = !options.launch || options.launch->rank == 0;
 
   // The work directory: refused or resumed before any heavy work.
   const fs::path work_path = options.work_dir.empty() ? WorkDir::default_path(options.output_dir) : options.work_dir;
@@ -501,7 +512,7 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   const bool output_exists = fs::exists(options.output_dir, exists_error);
   GPTQ_CHECK(!output_exists || (options.resume && WorkDir::holds_state(work_path)), "output '",
              options.output_dir.string(), "' already exists; choose a new directory or remove it");
-  std::unique_ptr<WorkDir> work = WorkDir::open(work_path, options.resume);
+  std::unique_ptr<WorkDir> work = writes ? WorkDir::open(work_path, options.resume) : nullptr;
   spdlog::info("{}: {} with {} layers, hidden {}, computing in {} on {}", options.model_dir.string(),
                config.architecture, config.n_layers, config.hidden_size,
                model::dtype_to_hf_name(dtype), device.str());
@@ -510,8 +521,15 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   phase_start = Clock::now();
   at::Tensor ids;
   if (calibrated) ids = calibration_ids(options, config, report);
-  work->bind(run_fingerprint(options, source.checkpoint(), ids,
-                             model::dtype_to_hf_name(dtype) + " on " + device.str(), schemes_digest(config, resolved)));
+  // A data-parallel run's work directory holds no block inputs: its
+  // fingerprint differs from any single-process run's, so none resumes it.
+  const std::string processes =
+      options.launch ? " in " + std::to_string(options.launch->world_size) + " processes" : "";
+  if (work) {
+    work->bind(run_fingerprint(options, source.checkpoint(), ids,
+                               model::dtype_to_hf_name(dtype) + " on " + device.str() + processes,
+                               schemes_digest(config, resolved)));
+  }
   if (output_exists) {
     // Killed after the output's rename, before the work directory was removed.
     GPTQ_CHECK(work->finalizing(), "output '", options.output_dir.string(), "' already exists; choose a new "
@@ -524,10 +542,10 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   }
   // A GGUF file is assembled at the end (gguf/gguf_model.h); a checkpoint directory starts here.
   std::optional<pack::CheckpointWriter> writer;
-  if (!gguf_output) writer.emplace(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
+  if (!gguf_output && writes) writer.emplace(options.model_dir, options.output_dir, *format, options.max_shard_bytes);
 
   const int n_steps = config.n_layers + (resolved.lm_head ? 1 : 0);
-  const int first_step = std::min(work->steps_done(), n_steps);
+  const int first_step = work ? std::min(work->steps_done(), n_steps) : 0;
   nlohmann::json layers = nlohmann::json::array();
   std::set<std::string> replaced;  // full names of the ".weight" tensors written packed
   int64_t zero_points_raised = 0;
@@ -538,6 +556,23 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     zero_points_raised += record.zero_points_raised;
   }
   report["resume"] = {{"work_dir", work_path.string()}, {"steps_restored", first_step}};
+  // This process's windows: all, or its contiguous share in a data-parallel run.
+  std::unique_ptr<dist::Communicator> comm;
+  at::Tensor local_ids = ids;
+  fs::path offload_work_path = work_path;
+  if (options.launch) {
+    const int rank = options.launch->rank;
+    const int world = options.launch->world_size;
+    GPTQ_CHECK(!calibrated || ids.size(0) >= world, "--nsamples ", calibrated ? ids.size(0) : 0,
+               " gives fewer calibration windows than the ", world, " processes of the data-parallel run");
+    if (calibrated) {
+      const dist::RowRange range = dist::rows_of_rank(ids.size(0), rank, world);
+      local_ids = ids.narrow(0, range.begin, range.count);
+    }
+    // Activations offloaded by the other ranks go beside rank 0's work directory, never into it.
+    if (!writes) offload_work_path = work_path.string() + ".rank" + std::to_string(rank);
+    comm = dist::connect(*options.launch, device, options.dist_timeout);
+  }
   if (first_step > 0) {
     spdlog::info("resuming from '{}': {} of {} step(s) already done", work_path.string(), first_step, n_steps);
   }
@@ -545,10 +580,11 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   at::Tensor hidden;
   std::optional<model::RotaryCache> rope;
   const bool lm_head_needs_input = resolved.lm_head && resolved.lm_head->method == Method::kGptq;
-  const fs::path offload_dir = calibrated ? activation_offload_dir(options, ids, config, dtype, device, work_path) : "";
+  const fs::path offload_dir =
+      calibrated ? activation_offload_dir(options, local_ids, config, dtype, device, offload_work_path) : "";
   if (calibrated && first_step < n_steps && (first_step < config.n_layers || lm_head_needs_input)) {
     hidden = first_step == 0
-                 ? model::embed(config, model::load_embedding(source, config, dtype, device), ids.to(device))
+                 ? model::embed(config, model::load_embedding(source, config, dtype, device), local_ids.to(device))
                  : work->load_input(dtype, device);
     if (!offload_dir.empty()) hidden = model::file_backed_empty(offload_dir, hidden.sizes(), dtype).copy_(hidden);
     rope.emplace(config, options.seqlen, dtype, device);
@@ -561,10 +597,15 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   PhaseTimes times;
   double write_s = 0;
   BlockQuantizeOptions block_options;
-  block_options.solve = {&schemes, format.get(), options.gptq, "", options.rtn_on_solve_failure};
+  block_options.solve = {&schemes, format.get(), options.gptq, "", options.rtn_on_solve_failure, comm.get()};
   block_options.true_sequential = options.true_sequential;
   block_options.block = options.block;
   block_options.block.offload_dir = offload_dir;
+  if (comm) {
+    block_options.block.sum_over_processes = [&comm](at::Tensor& counts) {
+      comm->all_reduce_sum(counts, "the MoE routing counts");
+    };
+  }
   model::BlockStats block_stats;
 
   // One step's packed linears and record, made durable when the step is done.
@@ -573,6 +614,11 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   auto sink_for = [&](const std::string& prefix) -> LinearSink {
     return [&, prefix](LinearResult&& result) {
       const std::string full_name = prefix + result.name;
+      if (!writes) {  // every process holds the same results; rank 0 reports and packs them
+        fault_point("linear-solved");
+        throw_if_interrupted(full_name);
+        return;
+      }
       log.record(full_name, result, step_record.layers);
       fault_point("linear-solved");
       if (!result.quantized) return;
@@ -584,7 +630,8 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   };
   auto finish_step = [&](const at::Tensor& next_input) {
     const auto write_start = Clock::now();
-    work->commit_step(step_tensors, next_input, step_record);
+    // A data-parallel rank holds only its windows of the next input: not kept.
+    if (work) work->commit_step(step_tensors, comm ? at::Tensor() : next_input, step_record);
     for (const auto& entry : step_record.layers) layers.push_back(entry);
     replaced.insert(step_record.replaced.begin(), step_record.replaced.end());
     zero_points_raised += step_record.zero_points_raised;
@@ -599,8 +646,10 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     try {
       rethrow_with_context(where);
     } catch (const Error& e) {
-      if (work->steps_done() == 0) {
-        work->remove();
+      // Nothing to resume: no durable step, or a data-parallel run (which never resumes).
+      if (!work || work->steps_done() == 0 || comm) {
+        if (work) work->remove();
+        if (!writes) remove_quietly(offload_work_path);
         throw;
       }
       const std::string kept = "'" + work->path().string() + "' keeps " + std::to_string(work->steps_done()) +
@@ -655,10 +704,11 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   phase_start = Clock::now();
   const io::Checkpoint& checkpoint = source.checkpoint();
   const std::string resume_note =
-      "rerun with --resume to write the output from the finished steps ('" + work->path().string() + "')";
+      comm ? "a data-parallel run does not resume; rerun it"
+           : "rerun with --resume to write the output from the finished steps ('" + work_path.string() + "')";
   uint64_t output_bytes = 0;
   try {
-    if (gguf_output) {
+    if (gguf_output && writes) {
       work->mark_finalizing();
       output_bytes = write_gguf_output(options, config, checkpoint, *work, n_steps);
     }
@@ -691,7 +741,23 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
     rethrow_with_note(resume_note);
   }
   fault_point("output-renamed");
-  work->remove();
+  if (work) work->remove();
+  if (comm) {
+    // Every process ends together: a rank 0 that failed to write fails them all.
+    comm->barrier("the output's commit by rank 0");
+    if (!writes) remove_quietly(offload_work_path);
+    const dist::CommStats& stats = comm->stats();
+    report["distributed"] = {{"rank", comm->rank()},
+                             {"world_size", comm->world_size()},
+                             {"launcher", options.launch->launcher},
+                             {"backend", comm->backend_name()},
+                             {"windows", calibrated ? local_ids.size(0) : 0},
+                             {"collectives", stats.calls},
+                             {"collective_bytes", stats.bytes},
+                             {"collective_s", stats.seconds}};
+    spdlog::info("data-parallel: {} processes ({}), {} collectives moved {} from this rank in {}", comm->world_size(),
+                 comm->backend_name(), stats.calls, human_bytes(double(stats.bytes)), human_seconds(stats.seconds));
+  }
   if (zero_points_raised > 0) {
     spdlog::info("{}: {} asymmetric group grid(s) had their zero point raised from 0 to 1 "
                  "(GPTQ v1 readers need zero >= 1; --format gptq_v2 keeps them)",

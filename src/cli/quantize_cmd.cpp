@@ -1,4 +1,5 @@
 // gptq-quant quantize: GPTQ with calibration data, one forward pass per block.
+#include <chrono>
 #include <fstream>
 #include <map>
 
@@ -7,6 +8,7 @@
 #include "gptq/calib/output_format.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/dist/communicator.h"
 
 namespace gptq::cli {
 namespace {
@@ -92,6 +94,14 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
   app.add_option("--work-dir", job.work_dir,
                  "where the run keeps its finished blocks until the output is written (default: "
                  "<output>.partial beside the output; removed at the end)");
+  app.add_option_function<double>(
+         "--dist-timeout",
+         [&job](double seconds) {
+           job.dist_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+         },
+         "data-parallel runs (torchrun): seconds a collective or the rendezvous may wait for the other "
+         "processes before the run fails (default 1800)")
+      ->check(CLI::PositiveNumber);
   options.app = &app;
 }
 
@@ -127,6 +137,15 @@ void apply_recipe_defaults(QuantizeCommandOptions& options) {
 }  // namespace
 
 int run_quantize_job(QuantizeCommandOptions& options) {
+  // Launched by torchrun / srun / mpirun: one rank of a data-parallel run.
+  // Every line names its rank; ranks other than 0 speak only of trouble and
+  // write no report (rank 0 reports for the job).
+  options.job.launch = dist::launch_from_env();
+  const bool reports = !options.job.launch || options.job.launch->rank == 0;
+  if (options.job.launch) {
+    log::tag_lines("[rank " + std::to_string(options.job.launch->rank) + "]");
+    if (!reports && spdlog::get_level() == spdlog::level::info) spdlog::set_level(spdlog::level::warn);
+  }
   options.job.progress = spdlog::get_level() <= spdlog::level::info;
   if (!options.recipe_path.empty()) apply_recipe_defaults(options);
   if (!options.report_path.empty()) {
@@ -134,7 +153,7 @@ int run_quantize_job(QuantizeCommandOptions& options) {
     GPTQ_CHECK(probe.good(), "cannot write report '", options.report_path, "'");
   }
   nlohmann::json report = calib::run_quantize(options.job);
-  if (!options.report_path.empty()) {
+  if (!options.report_path.empty() && reports) {
     std::ofstream out(options.report_path, std::ios::trunc);
     out << report.dump(2) << "\n";
     GPTQ_CHECK(out.good(), "cannot write report '", options.report_path, "'");

@@ -19,6 +19,10 @@ void setup(Verbosity verbosity) {
   }
 }
 
+void tag_lines(const std::string& tag) {
+  spdlog::default_logger()->set_pattern("%^%l%$: " + tag + " %v");
+}
+
 bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
 
 }  // namespace gptq::log

@@ -299,6 +299,14 @@ class BlockRun {
     const int64_t n_tokens = x.size(0);
     const int64_t token_step = std::max<int64_t>(1, rows_per_chunk_ * normed.size(1));
     const ExpertRouting routing = route_tokens(layer_, weights_, x);
+    // Routed tokens per expert and the token total, over every process of a
+    // data-parallel run (BlockOptions::sum_over_processes), else this one's.
+    const int64_t n_experts = static_cast<int64_t>(routing.offsets.size()) - 1;
+    at::Tensor counts = at::empty({n_experts + 1}, at::kLong);
+    for (int64_t expert = 0; expert < n_experts; ++expert) counts[expert] = routing.count(static_cast<int>(expert));
+    counts[n_experts] = n_tokens;
+    if (options.sum_over_processes) options.sum_over_processes(counts);
+    const int64_t* total_counts = counts.data_ptr<int64_t>();
     stats.mlp_recomputed = true;
     stats.sparse_mlp = true;
     stats.mlp_hidden_bytes = routing.top_k * n_tokens * layer_.expert_intermediate_size *
@@ -322,15 +330,15 @@ class BlockRun {
       const int expert = group.expert;
       const int64_t in_features = site == InputSite::kMlpInput ? hidden : layer_.expert_intermediate_size;
       GroupRouting info;
-      info.routed_tokens = routing.count(expert);
+      info.routed_tokens = total_counts[expert];
       info.too_few_routed = options.moe_calibration == MoeCalibration::kRouted &&
                             info.routed_tokens < options.min_expert_tokens_per_input * in_features;
       info.all_tokens = options.moe_calibration == MoeCalibration::kAll || info.too_few_routed;
-      info.fed_tokens = info.all_tokens ? n_tokens : info.routed_tokens;
+      info.fed_tokens = info.all_tokens ? total_counts[n_experts] : info.routed_tokens;
       observer.route_group(group_idx, info);
       const at::Tensor tokens =
           info.all_tokens ? at::arange(n_tokens, x.options().dtype(at::kLong)) : routing.expert_tokens(expert);
-      for_spans(info.fed_tokens, token_step, [&](int64_t start, int64_t count) {
+      for_spans(tokens.size(0), token_step, [&](int64_t start, int64_t count) {
         GroupInput chunk;
         chunk.token_index = tokens.narrow(0, start, count);
         // Every token: a view of x, not a gathered copy.

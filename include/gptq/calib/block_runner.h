@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "gptq/dist/communicator.h"
 #include "gptq/model/config.h"
 #include "gptq/model/forward.h"
 #include "gptq/model/weights.h"
@@ -103,7 +104,20 @@ struct SolveContext {
   // A GPTQ solve that fails numerically: false rethrows (naming the linear),
   // true warns and rounds that stack to nearest (plain RTN, no Hessian).
   bool rtn_on_solve_failure = false;
+  // Data-parallel runs (dist/communicator.h): each process holds some of the
+  // calibration windows. Every Hessian is summed over the processes before
+  // its solve (reduce_hessian), and every stacked solve is split by rows
+  // across them (rows are independent given H), its results gathered so each
+  // process continues with the same quantized weights. nullptr: one process.
+  dist::Communicator* comm = nullptr;
 };
+
+// The Hessian over every process's rows: each process's mean H (over its
+// n_rows; undefined when it saw none) weighted by n_rows, summed, divided by
+// the total, which n_rows becomes. A process that saw no rows passes an
+// undefined H ([n_cols, n_cols] zeros on `device` stand in). Without comm: H as it is.
+at::Tensor reduce_hessian(at::Tensor H, int64_t n_cols, c10::Device device, int64_t& n_rows,
+                          dist::Communicator* comm, const std::string& what);
 
 // Quantizes the linears of one group against one Hessian (or RTN when H is
 // undefined), replacing their weights in `weights` by the dequantized ones.

@@ -26,6 +26,7 @@
 // an already quantized source, calibration file, existing output, a group
 // size that does not divide a quantized linear's input width, or options that
 // contradict each other, all checked before any heavy work.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -33,6 +34,7 @@
 #include <string>
 
 #include "gptq/calib/recipe.h"
+#include "gptq/dist/communicator.h"
 #include "gptq/model/forward.h"
 #include "gptq/solver/gptq.h"
 #include "gptq/solver/scheme.h"
@@ -86,6 +88,16 @@ struct QuantizeOptions {
   // Continue the run whose state is in work_dir after its last durable
   // block (nothing there: start from the first block).
   bool resume = false;
+  // Data-parallel: this process's place in a torchrun / srun / mpirun launch
+  // (dist::launch_from_env); nullopt runs alone. Every process loads the same
+  // windows and keeps its contiguous share, runs the blocks on it, sums the
+  // Hessians over all processes (Gloo on CPU, NCCL on CUDA) and solves its
+  // share of every stacked solve's rows; the results are gathered so every
+  // process continues with the same weights. Rank 0 alone keeps the work
+  // directory and writes the output and the report. No --resume.
+  std::optional<dist::LaunchInfo> launch;
+  // A collective (or the rendezvous) waiting longer than this fails the run.
+  std::chrono::milliseconds dist_timeout{std::chrono::minutes(30)};
 };
 
 // Runs the job and returns the report (also what --report writes):
@@ -99,7 +111,9 @@ struct QuantizeOptions {
 //              solve); kept: "reason"}],
 //  "format", "zero_points_raised" (asymmetric grids whose zero the v1 floor raised),
 //  "sizes": {"input_bytes", "output_bytes"},
-//  "timings_s": {"load", "calibration", "forward", "hessian", "solve", "write", "total"}}
+//  "timings_s": {"load", "calibration", "forward", "hessian", "solve", "write", "total"},
+//  data-parallel runs: "distributed": {"rank", "world_size", "launcher", "backend",
+//                  "windows": this process's, "collectives", "collective_bytes", "collective_s"}}
 nlohmann::json run_quantize(const QuantizeOptions& options);
 
 }  // namespace gptq::calib

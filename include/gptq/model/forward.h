@@ -20,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <filesystem>
+#include <functional>
 
 #include <string>
 #include <vector>
@@ -154,6 +155,12 @@ struct BlockOptions {
   // for all rows in files in this directory (model/activation_file.h), not in
   // RAM; results are identical.
   std::filesystem::path offload_dir;
+  // Data-parallel runs (each process holds some of the windows): sums an
+  // int64 tensor over every process in place. The MoE forward sends its
+  // per-expert routed-token counts (and the token total) through it, so the
+  // min_expert_tokens_per_input decision, and what the observer is told in
+  // GroupRouting, is the same on every process. Unset: one process.
+  std::function<void(at::Tensor&)> sum_over_processes;
 };
 
 // What a block_forward with an observer did (untouched without one).
