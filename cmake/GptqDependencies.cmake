@@ -1,5 +1,10 @@
 # Finds libtorch (from PyPI's torch wheel or an official archive), CLI11,
-# nlohmann_json, spdlog and, for the tests, GoogleTest.
+# nlohmann_json, spdlog, protobuf + gRPC and, for the tests, GoogleTest.
+
+# The layer-solve worker's gRPC transport (src/rpc/transport). Found before
+# Torch: TorchConfig otherwise aliases protobuf::libprotobuf to an empty target.
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
 
 find_package(Torch REQUIRED)
 message(STATUS "libtorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")

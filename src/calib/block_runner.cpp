@@ -279,7 +279,11 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
   std::exception_ptr failure;
   bool numerical = false;
   try {
-    solved = gptq ? solver::gptq_quantize(W_mine, H, config) : solver::rtn_quantize(W_mine, config, H);
+    if (context.solve) {
+      solved = context.solve(W_mine, H, config, stack.scheme.method);
+    } else {
+      solved = gptq ? solver::gptq_quantize(W_mine, H, config) : solver::rtn_quantize(W_mine, config, H);
+    }
   } catch (const NumericalError& e) {
     failure = std::current_exception();
     numerical = true;

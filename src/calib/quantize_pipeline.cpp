@@ -597,7 +597,8 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
   PhaseTimes times;
   double write_s = 0;
   BlockQuantizeOptions block_options;
-  block_options.solve = {&schemes, format.get(), options.gptq, "", options.rtn_on_solve_failure, comm.get()};
+  block_options.solve = {&schemes, format.get(), options.gptq, "", options.rtn_on_solve_failure, comm.get(),
+                         options.solve};
   block_options.true_sequential = options.true_sequential;
   block_options.block = options.block;
   block_options.block.offload_dir = offload_dir;

@@ -9,6 +9,8 @@
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
 #include "gptq/dist/communicator.h"
+#include "gptq/rpc/credentials.h"
+#include "gptq/rpc/remote_solver.h"
 
 namespace gptq::cli {
 namespace {
@@ -75,6 +77,16 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
                  "q4_k_m, q5_k_m (llama-quantize's _M mixes: attn_v/ffn_down of some layers in Q6_K); "
                  "GPTQ solves on the type's own grid, --bits/--group-size/--sym do not apply")
       ->capture_default_str();
+  app.add_option("--workers", options.workers,
+                 "HOST:PORT,...: solve every layer on these 'gptq-quant server' workers (round-robin; a "
+                 "failed worker's job goes to the next one, then is solved here); output identical")
+      ->delimiter(',');
+  app.add_option("--worker-token-file", options.worker_token_file,
+                 "file holding the workers' bearer token (its first line)");
+  app.add_option("--tls-ca", options.tls_ca, "PEM CA certificate: talk TLS to the workers and verify them");
+  app.add_option("--worker-timeout", options.worker_timeout_s,
+                 "seconds one remote solve may take before it is re-queued")
+      ->capture_default_str();
   app.add_option("--report", options.report_path,
                  "write a JSON report: per-layer loss, damp, tokens, sizes, phase timings");
   app.add_option("--recipe", options.recipe_path,
@@ -134,6 +146,35 @@ void apply_recipe_defaults(QuantizeCommandOptions& options) {
   }
 }
 
+// --workers: the client of the remote solve workers, or null.
+std::shared_ptr<rpc::RemoteSolver> remote_solver_of(const QuantizeCommandOptions& options) {
+  if (options.workers.empty()) {
+    GPTQ_CHECK(options.worker_token_file.empty() && options.tls_ca.empty(),
+               "--worker-token-file and --tls-ca need --workers");
+    return nullptr;
+  }
+  GPTQ_CHECK(!options.worker_token_file.empty(), "--workers needs --worker-token-file");
+  GPTQ_CHECK(options.worker_timeout_s > 0, "--worker-timeout must be positive");
+  rpc::RemoteSolverOptions remote;
+  remote.workers = options.workers;
+  remote.token = rpc::read_token_file(options.worker_token_file, "--worker-token-file");
+  if (!options.tls_ca.empty()) remote.tls_ca_pem = rpc::read_pem_file(options.tls_ca, "--tls-ca");
+  remote.deadline = std::chrono::milliseconds(static_cast<int64_t>(options.worker_timeout_s * 1000));
+  spdlog::info("solving on {} worker(s) ({})", remote.workers.size(), remote.tls_ca_pem.empty() ? "plaintext" : "TLS");
+  return std::make_shared<rpc::RemoteSolver>(remote);
+}
+
+nlohmann::json workers_report(const rpc::RemoteSolver& remote) {
+  nlohmann::json workers = nlohmann::json::array();
+  for (const auto& stats : remote.stats()) {
+    workers.push_back({{"address", stats.address}, {"jobs_sent", stats.jobs_sent},
+                       {"jobs_solved", stats.jobs_solved}, {"failures", stats.failures}});
+    spdlog::info("worker {}: {} jobs solved, {} failed", stats.address, stats.jobs_solved, stats.failures);
+  }
+  spdlog::info("remote solves: {} retries, {} solved locally", remote.retries(), remote.local_solves());
+  return {{"workers", workers}, {"retries", remote.retries()}, {"local_solves", remote.local_solves()}};
+}
+
 }  // namespace
 
 int run_quantize_job(QuantizeCommandOptions& options) {
@@ -152,7 +193,13 @@ int run_quantize_job(QuantizeCommandOptions& options) {
     std::ofstream probe(options.report_path, std::ios::app);
     GPTQ_CHECK(probe.good(), "cannot write report '", options.report_path, "'");
   }
+  std::shared_ptr<rpc::RemoteSolver> remote = remote_solver_of(options);
+  if (remote) {
+    options.job.solve = [remote](const at::Tensor& W, const at::Tensor& H, const solver::GptqConfig& config,
+                                 solver::SolveMethod method) { return remote->solve(W, H, config, method); };
+  }
   nlohmann::json report = calib::run_quantize(options.job);
+  if (remote) report["remote_solve"] = workers_report(*remote);
   if (!options.report_path.empty() && reports) {
     std::ofstream out(options.report_path, std::ios::trunc);
     out << report.dump(2) << "\n";

@@ -93,6 +93,11 @@ struct PhaseTimes {
   double solve_s = 0;     // GPTQ solves and packing
 };
 
+// One stacked solve run somewhere else (SolveContext::solve).
+using SolveFunction = std::function<solver::QuantizedWeight(const at::Tensor& W, const at::Tensor& H,
+                                                             const solver::GptqConfig& config,
+                                                             solver::SolveMethod method)>;
+
 // What every solve of a job needs: which scheme each linear gets, the format
 // it is stored in (its solver_scheme), and the solver settings (damping,
 // act-order, static groups, block size; the grid settings come from the scheme).
@@ -110,6 +115,11 @@ struct SolveContext {
   // across them (rows are independent given H), its results gathered so each
   // process continues with the same quantized weights. nullptr: one process.
   dist::Communicator* comm = nullptr;
+  // Where each stacked solve runs: empty solves here; set, it is called with
+  // exactly what the local call would get (W, H or undefined, the config
+  // after solve_config and the format's grid, the scheme's method) and must
+  // return what that call returns (rpc::RemoteSolver for --workers).
+  SolveFunction solve;
 };
 
 // The Hessian over every process's rows: each process's mean H (over its

@@ -33,6 +33,7 @@
 #include <optional>
 #include <string>
 
+#include "gptq/calib/block_runner.h"
 #include "gptq/calib/recipe.h"
 #include "gptq/dist/communicator.h"
 #include "gptq/model/forward.h"
@@ -98,6 +99,9 @@ struct QuantizeOptions {
   std::optional<dist::LaunchInfo> launch;
   // A collective (or the rendezvous) waiting longer than this fails the run.
   std::chrono::milliseconds dist_timeout{std::chrono::minutes(30)};
+  // Where every stacked solve runs (block_runner.h SolveContext::solve);
+  // empty: in this process. The CLI sets it for --workers.
+  SolveFunction solve;
 };
 
 // Runs the job and returns the report (also what --report writes):

@@ -1,0 +1,78 @@
+// `gptq-quant quantize --workers`: every layer solved on a worker (one of the
+// two listed is dead) gives the same checkpoint, byte for byte, as a local run.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "gptq/rpc/solve_server.h"
+#include "rpc/rpc_testing.h"
+#include "testing/shared_data.h"
+
+namespace gptq::rpc {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+int run_quantize(const std::string& args, const fs::path& log) {
+  const std::string command = "'" + ::gptq::testing::gptq_binary().string() + "' " + args + " >/dev/null 2>'" +
+                              log.string() + "'";
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(QuantizeWorkers, RemoteRunMatchesLocalRunByteForByte) {
+  if (!fs::exists(::gptq::testing::gptq_binary())) GTEST_SKIP() << "gptq-quant binary not built (set GPTQ_BINARY)";
+  GPTQ_REQUIRE_SHARED_DATA(data);
+  const fs::path model = data / "stories260k-hf";
+  const fs::path calib = data / "tinystories-valid" / "tinystories_val.txt";
+  if (!fs::exists(model / "config.json") || !fs::exists(calib)) GTEST_SKIP() << "stories260k-hf fixture absent";
+  const fs::path dir = fs::temp_directory_path() / ("gptq_quantize_workers_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "token") << "e2e-token\n";
+  fs::permissions(dir / "token", fs::perms::owner_read | fs::perms::owner_write);
+
+  SolveServerOptions options;
+  options.token = "e2e-token";
+  SolveServer worker(options);
+  const std::string common = "quantize --model '" + model.string() + "' --calib '" + calib.string() +
+                             "' --device cpu --nsamples 8 --seqlen 64 --bits 4 --group-size 32 --desc-act";
+  ASSERT_EQ(run_quantize(common + " --output '" + (dir / "local").string() + "'", dir / "local.log"), 0)
+      << read_bytes(dir / "local.log");
+  const std::string workers = testing::loopback(testing::unused_port()) + "," + testing::loopback(worker.port());
+  ASSERT_EQ(run_quantize(common + " --output '" + (dir / "remote").string() + "' --workers " + workers +
+                             " --worker-token-file '" + (dir / "token").string() + "' --report '" +
+                             (dir / "report.json").string() + "'",
+                         dir / "remote.log"),
+            0)
+      << read_bytes(dir / "remote.log");
+
+  size_t n_files = 0;
+  for (const auto& entry : fs::directory_iterator(dir / "local")) {
+    SCOPED_TRACE(entry.path().filename().string());
+    const fs::path twin = dir / "remote" / entry.path().filename();
+    ASSERT_TRUE(fs::exists(twin));
+    EXPECT_TRUE(read_bytes(entry.path()) == read_bytes(twin));
+    ++n_files;
+  }
+  EXPECT_GT(n_files, 0u);
+  const auto report = nlohmann::json::parse(read_bytes(dir / "report.json"));
+  const auto& remote = report.at("remote_solve");
+  EXPECT_GE(remote.at("retries").get<int64_t>(), 1);  // the dead worker's first job
+  EXPECT_EQ(remote.at("local_solves").get<int64_t>(), 0);
+  EXPECT_EQ(remote.at("workers").at(1).at("jobs_solved").get<int64_t>(), worker.jobs_solved());
+  EXPECT_GT(worker.jobs_solved(), 0);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace gptq::rpc
