@@ -87,6 +87,11 @@ void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options)
   app.add_option("--worker-timeout", options.worker_timeout_s,
                  "seconds one remote solve may take before it is re-queued")
       ->capture_default_str();
+  app.add_option("--local-workers", options.local_workers,
+                 "with --workers: this process also takes turns as N workers (a job whose turn is local "
+                 "is solved here while fewer than N are; default 0: every job goes to the workers)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--report", options.report_path,
                  "write a JSON report: per-layer loss, damp, tokens, sizes, phase timings");
   app.add_option("--recipe", options.recipe_path,
@@ -149,8 +154,8 @@ void apply_recipe_defaults(QuantizeCommandOptions& options) {
 // --workers: the client of the remote solve workers, or null.
 std::shared_ptr<rpc::RemoteSolver> remote_solver_of(const QuantizeCommandOptions& options) {
   if (options.workers.empty()) {
-    GPTQ_CHECK(options.worker_token_file.empty() && options.tls_ca.empty(),
-               "--worker-token-file and --tls-ca need --workers");
+    GPTQ_CHECK(options.worker_token_file.empty() && options.tls_ca.empty() && options.local_workers == 0,
+               "--worker-token-file, --tls-ca and --local-workers need --workers");
     return nullptr;
   }
   GPTQ_CHECK(!options.worker_token_file.empty(), "--workers needs --worker-token-file");
@@ -160,6 +165,7 @@ std::shared_ptr<rpc::RemoteSolver> remote_solver_of(const QuantizeCommandOptions
   remote.token = rpc::read_token_file(options.worker_token_file, "--worker-token-file");
   if (!options.tls_ca.empty()) remote.tls_ca_pem = rpc::read_pem_file(options.tls_ca, "--tls-ca");
   remote.deadline = std::chrono::milliseconds(static_cast<int64_t>(options.worker_timeout_s * 1000));
+  remote.local_workers = options.local_workers;
   spdlog::info("solving on {} worker(s) ({})", remote.workers.size(), remote.tls_ca_pem.empty() ? "plaintext" : "TLS");
   return std::make_shared<rpc::RemoteSolver>(remote);
 }
@@ -171,8 +177,12 @@ nlohmann::json workers_report(const rpc::RemoteSolver& remote) {
                        {"jobs_solved", stats.jobs_solved}, {"failures", stats.failures}});
     spdlog::info("worker {}: {} jobs solved, {} failed", stats.address, stats.jobs_solved, stats.failures);
   }
-  spdlog::info("remote solves: {} retries, {} solved locally", remote.retries(), remote.local_solves());
-  return {{"workers", workers}, {"retries", remote.retries()}, {"local_solves", remote.local_solves()}};
+  spdlog::info("remote solves: {} retries, {} solved locally after a failure, {} on local turns (--local-workers)",
+               remote.retries(), remote.local_solves(), remote.local_jobs());
+  return {{"workers", workers},
+          {"retries", remote.retries()},
+          {"local_solves", remote.local_solves()},
+          {"local_jobs", remote.local_jobs()}};
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ struct QuantizeCommandOptions {
   std::string worker_token_file;
   std::string tls_ca;
   double worker_timeout_s = 1800;
+  int local_workers = 0;
 };
 
 // --model, --output, --bits, --group-size, --sym/--asym, --device, --report,

@@ -19,6 +19,7 @@ struct RemoteSolver::Worker {
 
 RemoteSolver::RemoteSolver(RemoteSolverOptions options) : options_(std::move(options)) {
   GPTQ_CHECK(!options_.workers.empty(), "--workers: no worker address given");
+  GPTQ_CHECK(options_.local_workers >= 0, "--local-workers must be >= 0, got ", options_.local_workers);
   for (const auto& address : options_.workers) {
     ChannelConfig config{address, options_.token, options_.tls_ca_pem, options_.tls_server_name};
     workers_.push_back(std::make_unique<Worker>(config));
@@ -43,14 +44,33 @@ solver::QuantizedWeight RemoteSolver::solve_locally(const at::Tensor& W, const a
                                                              : solver::rtn_quantize(W, config, H);
 }
 
+bool RemoteSolver::take_local_slot(uint64_t ticket) {
+  const uint64_t slots = workers_.size() + static_cast<uint64_t>(options_.local_workers);
+  if (options_.local_workers == 0 || ticket % slots < workers_.size()) return false;
+  int busy = local_busy_.load();
+  while (busy < options_.local_workers && !local_busy_.compare_exchange_weak(busy, busy + 1)) {
+  }
+  return busy < options_.local_workers;
+}
+
 solver::QuantizedWeight RemoteSolver::solve(const at::Tensor& W, const at::Tensor& H,
                                             const solver::GptqConfig& config, solver::SolveMethod method) {
   if (config.grid) return solve_locally(W, H, config, method);
   const solver::SolveMethod sent_method = H.defined() ? method : solver::SolveMethod::kRtn;
+  const uint64_t ticket = next_++;
+  if (take_local_slot(ticket)) {
+    struct Release {
+      std::atomic<int>& busy;
+      ~Release() { --busy; }
+    } release{local_busy_};
+    ++local_jobs_;
+    return H.defined() && method == solver::SolveMethod::kGptq ? solver::gptq_quantize(W, H, config)
+                                                               : solver::rtn_quantize(W, config, H);
+  }
   const WireRequest request = encode_request(W, H, config, sent_method);
   // Round-robin start; workers whose last call failed go to the back.
   const size_t n_workers = workers_.size();
-  const size_t first = next_++ % n_workers;
+  const size_t first = ticket % (n_workers + static_cast<size_t>(options_.local_workers)) % n_workers;
   std::vector<size_t> order;
   for (size_t offset = 0; offset < n_workers; ++offset) order.push_back((first + offset) % n_workers);
   std::stable_partition(order.begin(), order.end(),

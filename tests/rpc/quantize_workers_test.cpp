@@ -1,5 +1,6 @@
 // `gptq-quant quantize --workers`: every layer solved on a worker (one of the
-// two listed is dead) gives the same checkpoint, byte for byte, as a local run.
+// two listed is dead), or the live worker taking turns with --local-workers 1,
+// gives the same checkpoint, byte for byte, as a local run.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -56,12 +57,27 @@ TEST(QuantizeWorkers, RemoteRunMatchesLocalRunByteForByte) {
             0)
       << read_bytes(dir / "remote.log");
 
+  // The live worker alone plus one local slot: jobs alternate between them.
+  const int64_t solved_before = worker.jobs_solved();
+  ASSERT_EQ(run_quantize(common + " --output '" + (dir / "shared").string() + "' --workers " +
+                             testing::loopback(worker.port()) + " --local-workers 1 --worker-token-file '" +
+                             (dir / "token").string() + "' --report '" + (dir / "shared.json").string() + "'",
+                         dir / "shared.log"),
+            0)
+      << read_bytes(dir / "shared.log");
+  const auto shared = nlohmann::json::parse(read_bytes(dir / "shared.json")).at("remote_solve");
+  EXPECT_GT(shared.at("local_jobs").get<int64_t>(), 0);
+  EXPECT_GT(worker.jobs_solved(), solved_before);
+  EXPECT_EQ(shared.at("retries").get<int64_t>(), 0);
+
   size_t n_files = 0;
   for (const auto& entry : fs::directory_iterator(dir / "local")) {
     SCOPED_TRACE(entry.path().filename().string());
-    const fs::path twin = dir / "remote" / entry.path().filename();
-    ASSERT_TRUE(fs::exists(twin));
-    EXPECT_TRUE(read_bytes(entry.path()) == read_bytes(twin));
+    for (const char* run : {"remote", "shared"}) {
+      const fs::path twin = dir / run / entry.path().filename();
+      ASSERT_TRUE(fs::exists(twin)) << run;
+      EXPECT_TRUE(read_bytes(entry.path()) == read_bytes(twin)) << run;
+    }
     ++n_files;
   }
   EXPECT_GT(n_files, 0u);
@@ -69,8 +85,9 @@ TEST(QuantizeWorkers, RemoteRunMatchesLocalRunByteForByte) {
   const auto& remote = report.at("remote_solve");
   EXPECT_GE(remote.at("retries").get<int64_t>(), 1);  // the dead worker's first job
   EXPECT_EQ(remote.at("local_solves").get<int64_t>(), 0);
-  EXPECT_EQ(remote.at("workers").at(1).at("jobs_solved").get<int64_t>(), worker.jobs_solved());
-  EXPECT_GT(worker.jobs_solved(), 0);
+  EXPECT_EQ(remote.at("workers").at(1).at("jobs_solved").get<int64_t>(), solved_before);
+  EXPECT_GT(solved_before, 0);
+  EXPECT_EQ(shared.at("workers").at(0).at("jobs_solved").get<int64_t>(), worker.jobs_solved() - solved_before);
   fs::remove_all(dir);
 }
 

@@ -54,6 +54,25 @@ TEST(RemoteSolver, DeadWorkerIsRetriedOnTheLiveOne) {
   EXPECT_EQ(live->jobs_solved(), 3);
 }
 
+TEST(RemoteSolver, LocalWorkersTakeTheirTurnsInTheRotation) {
+  auto live = start_server();
+  RemoteSolverOptions options = options_for({testing::loopback(live->port())});
+  options.local_workers = 1;
+  RemoteSolver remote(options);
+  // One worker and one local slot: turns alternate remote, local, remote, local.
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    const auto job = make_job(16, 48, 300 + seed);
+    testing::expect_identical(remote.solve(job.W, job.H, job.config, solver::SolveMethod::kGptq),
+                              testing::solve_locally(job));
+  }
+  EXPECT_EQ(live->jobs_solved(), 2);
+  EXPECT_EQ(remote.local_jobs(), 2);
+  EXPECT_EQ(remote.local_solves(), 0);
+  EXPECT_EQ(remote.retries(), 0);
+  options.local_workers = -1;
+  EXPECT_THROW(RemoteSolver{options}, InputError);
+}
+
 TEST(RemoteSolver, NoLiveWorkerSolvesLocallyOrFails) {
   const auto job = make_job(8, 32, 7);
   RemoteSolver remote(options_for({testing::loopback(testing::unused_port())}));

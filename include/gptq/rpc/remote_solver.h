@@ -12,6 +12,9 @@
 // the worker is rethrown as NumericalError here, as the local solve would
 // throw it; a refused token is an InputError (the token file is wrong, no
 // worker will take it). Jobs on a named grid (GGUF) are always local.
+// With local_workers = N the coordinator itself takes part in the rotation
+// as N more workers: a job whose turn falls on a local slot is solved here
+// while fewer than N such jobs are running here, else it goes to the workers.
 // Thread-safe: several threads may solve at once.
 #include <ATen/core/Tensor.h>
 
@@ -35,6 +38,7 @@ struct RemoteSolverOptions {
   std::string tls_server_name;       // overrides the certificate name checked (tests)
   std::chrono::milliseconds deadline = std::chrono::minutes(30);  // per attempt
   bool local_fallback = true;
+  int local_workers = 0;             // local slots in the rotation (at most this many local solves at once)
 };
 
 struct WorkerStats {
@@ -56,18 +60,23 @@ class RemoteSolver {
 
   std::vector<WorkerStats> stats() const;
   int64_t retries() const { return retries_.load(); }
-  int64_t local_solves() const { return local_solves_.load(); }
+  int64_t local_solves() const { return local_solves_.load(); }  // fallbacks after failures or refusals
+  int64_t local_jobs() const { return local_jobs_.load(); }      // jobs whose turn fell on a local slot
 
  private:
   struct Worker;
   solver::QuantizedWeight solve_locally(const at::Tensor& W, const at::Tensor& H, const solver::GptqConfig& config,
                                         solver::SolveMethod method);
+  // A local slot when this ticket's turn is one and a slot is free (released by the caller).
+  bool take_local_slot(uint64_t ticket);
 
   RemoteSolverOptions options_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<uint64_t> next_{0};
   std::atomic<int64_t> retries_{0};
   std::atomic<int64_t> local_solves_{0};
+  std::atomic<int64_t> local_jobs_{0};
+  std::atomic<int> local_busy_{0};
 };
 
 }  // namespace gptq::rpc
