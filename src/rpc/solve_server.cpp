@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "gptq/core/error.h"
+#include "gptq/core/fault_point.h"
 #include "gptq/core/log.h"
 #include "gptq/rpc/solve_codec.h"
 
@@ -31,6 +32,7 @@ SolveServer::~SolveServer() = default;
 
 CallStatus SolveServer::handle(const WireRequest& request, WireReply& reply) {
   if (options_.on_job_received) options_.on_job_received();
+  fault_point("worker-job");  // the SIGKILL-mid-job test (core/fault_point.h)
   const auto start = std::chrono::steady_clock::now();
   std::string shape = "?";
   if (!request.tensors.empty() && request.tensors.front().shape.size() == 2) {
