@@ -167,11 +167,21 @@ def gptqmodel_logits(model_dir: Path, ids_file: Path, out_file: Path) -> np.ndar
 
 def unpacked_codes(out_dir, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """(codes [out, in], g_idx [in]) of one packed linear, read from the tensors alone."""
+    return all_unpacked_codes(out_dir)[prefix]
+
+
+def all_unpacked_codes(out_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """unpacked_codes of every packed linear of a checkpoint, keyed by its prefix."""
     tensors = {}
     for shard in sorted(Path(out_dir).glob("*.safetensors")):
         tensors.update(load_file(str(shard)))
-    qweight, g_idx = tensors[prefix + ".qweight"].numpy(), tensors[prefix + ".g_idx"].numpy().astype(np.int64)
-    return _unpack_rows(qweight.T.copy(), module_bits(qweight, g_idx)), g_idx
+    unpacked = {}
+    for name, tensor in tensors.items():
+        if name.endswith(".qweight"):
+            prefix = name[: -len(".qweight")]
+            qweight, g_idx = tensor.numpy(), tensors[prefix + ".g_idx"].numpy().astype(np.int64)
+            unpacked[prefix] = _unpack_rows(qweight.T.copy(), module_bits(qweight, g_idx)), g_idx
+    return unpacked
 
 
 def write_dequantized(model_dir: Path, quantized: Path, dest: Path) -> Path:

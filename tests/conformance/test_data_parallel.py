@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from hf_fixtures import make_tiny_model, random_ids, write_ids
 from model_driver import binary, our_ppl, shared_data
-from quant_fixtures import encode, stories_text, windows
+from quant_fixtures import all_unpacked_codes, encode, stories_text, windows
 
 pytest.importorskip("torch.distributed.run", reason="torch (scripts/requirements-build.txt) not in the oracle Python")
 
@@ -83,17 +82,8 @@ def spawn_ranks(args, world: int, faults: dict[int, str]) -> list[subprocess.Pop
 
 
 def codes(out_dir: Path) -> dict[str, np.ndarray]:
-    """Every packed linear's 4-bit codes, unpacked from qweight [in / 8, out]."""
-    tensors = {}
-    for shard in sorted(out_dir.glob("*.safetensors")):
-        tensors.update(load_file(str(shard)))
-    unpacked = {}
-    for name, qweight in tensors.items():
-        if name.endswith(".qweight"):
-            words = qweight.astype(np.uint32)
-            shifts = np.arange(8, dtype=np.uint32) * 4
-            unpacked[name] = ((words[:, None, :] >> shifts[None, :, None]) & 15).reshape(-1, words.shape[1])
-    return unpacked
+    """Every packed linear's codes [out, in]."""
+    return {prefix: unpacked for prefix, (unpacked, _) in all_unpacked_codes(out_dir).items()}
 
 
 def assert_same_codes(single: Path, parallel: Path, min_equal=0.999) -> float:
