@@ -737,8 +737,10 @@ nlohmann::json run_quantize(const QuantizeOptions& options) {
       output_bytes = writer->commit(schemes, settings);
     }
   } catch (const InputError&) {
+    if (comm && work) work->remove();  // a data-parallel run never resumes: nothing worth keeping
     throw;  // a source tensor that cannot be read: the input must change
   } catch (...) {
+    if (comm && work) work->remove();
     rethrow_with_note(resume_note);
   }
   fault_point("output-renamed");
