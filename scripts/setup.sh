@@ -23,7 +23,7 @@ done
 log() { echo "[setup] $*" >&2; }
 
 install_debian_packages() {
-  local wanted=(build-essential cmake git libcli11-dev nlohmann-json3-dev libgtest-dev libpcre2-dev libgloo-dev python3-venv
+  local wanted=(build-essential cmake ccache git libcli11-dev nlohmann-json3-dev libgtest-dev libpcre2-dev libgloo-dev python3-venv
                 libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev)
   local missing=()
   for pkg in "${wanted[@]}"; do
