@@ -6,7 +6,19 @@
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 
+# The wheel links kineto (the profiler) statically into libtorch_cpu, yet its
+# TorchConfig looks for a separate libkineto and warns when there is none;
+# naming libtorch_cpu (already in TORCH_LIBRARIES) keeps the configure quiet.
+# CMP0104 OLD: enabling CUDA inside TorchConfig would otherwise define
+# CMAKE_CUDA_ARCHITECTURES, which torch's cuda.cmake warns about and ignores
+# (TORCH_CUDA_ARCH_LIST decides; our kernels follow it below).
+if(NOT DEFINED kineto_LIBRARY)
+  find_library(kineto_LIBRARY torch_cpu PATHS ${CMAKE_PREFIX_PATH}/../../lib NO_DEFAULT_PATH)
+endif()
+cmake_policy(PUSH)
+cmake_policy(SET CMP0104 OLD)
 find_package(Torch REQUIRED)
+cmake_policy(POP)
 message(STATUS "libtorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")
 
 # torch/include ships fmt 12; spdlog must format through it (Debian's fmt 9
@@ -29,9 +41,23 @@ find_package(Threads REQUIRED)
 
 # ATen's at::parallel_for is a header template: under libtorch's OpenMP
 # backend a translation unit compiled without -fopenmp runs each of its
-# parallel loops on one thread. Our sources get OpenMP; the executable's
-# libgomp.so.1 then resolves to the copy libtorch itself loads.
-find_package(OpenMP COMPONENTS CXX)
+# parallel loops on one thread. Our sources are compiled with -fopenmp and
+# link the OpenMP runtime libtorch itself loads (the wheel's torch/lib/
+# libgomp.so.1), never a second one: GCC's own libgomp would put two
+# directories holding a libgomp.so.1 on the run path (CMake warns it cannot
+# order them safely) and two OpenMP runtimes, each with its own thread pool,
+# could end up in one process. gptq_openmp carries the flag and the library.
+add_library(gptq_openmp INTERFACE)
+target_compile_options(gptq_openmp INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-fopenmp>)
+find_library(GPTQ_TORCH_OPENMP NAMES libgomp.so.1 gomp PATHS ${TORCH_INSTALL_PREFIX}/lib NO_DEFAULT_PATH)
+if(GPTQ_TORCH_OPENMP)
+  target_link_libraries(gptq_openmp INTERFACE ${GPTQ_TORCH_OPENMP})
+else()
+  # An official libtorch archive without a bundled runtime: the compiler's.
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+  target_link_libraries(gptq_openmp INTERFACE OpenMP::OpenMP_CXX)
+endif()
+message(STATUS "OpenMP runtime: ${GPTQ_TORCH_OPENMP}")
 
 # libtorch_cuda.so wants the wheel's own NCCL/cuBLAS, not the CUDA toolkit's;
 # the linker needs to see them (at run time libtorch's RPATH finds them).

@@ -20,9 +20,7 @@ function(gptq_add_module name)
   target_include_directories(gptq_${name} PUBLIC ${PROJECT_SOURCE_DIR}/include
     PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(gptq_${name} PUBLIC ${ARG_DEPS} ${TORCH_LIBRARIES})
-  if(TARGET OpenMP::OpenMP_CXX)
-    target_link_libraries(gptq_${name} PUBLIC OpenMP::OpenMP_CXX)
-  endif()
+  target_link_libraries(gptq_${name} PUBLIC gptq_openmp)
   target_compile_options(gptq_${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>
     $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr>)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sets everything up and runs the main job on its embedded default: GPTQ
-# 4-bit g128 quantization of a small Llama that scripts/make_demo_model.py
+# Sets up only what the demo needs (the gptq-quant executable, and
+# transformers to make the demo model: no tests, no test oracles, no
+# llama.cpp) and runs the main job on its embedded default: GPTQ 4-bit g128
+# symmetric quantization (the scheme vLLM serves) of a small Llama that scripts/make_demo_model.py
 # creates from a seed and trains for about a minute (cached under
 # ~/.cache/gptq-quant/demo-model), then the perplexity of the original and
 # of the quantized checkpoint side by side.
@@ -14,14 +16,13 @@ CACHE="${GPTQ_CACHE:-$HOME/.cache/gptq-quant}"
 DEMO="$CACHE/demo-model"
 OUT="${DEMO_OUT:-$CACHE/demo-output/$(date +%Y%m%d-%H%M%S)}"
 
-# transformers is needed only to MAKE the demo model (an oracle requirement).
-"$ROOT/scripts/setup.sh" --oracles
+"$ROOT/scripts/setup.sh" --demo
 "$CACHE/venv/bin/python" "$ROOT/scripts/make_demo_model.py" --out "$DEMO"
 
 BIN="$BUILD_DIR/gptq-quant"
 mkdir -p "$(dirname "$OUT")"
 "$BIN" quantize --model "$DEMO/model" --output "$OUT" --calib "$DEMO/calib.txt" \
-  --bits 4 --group-size 128 --desc-act --nsamples 128 --seqlen 512 --device auto \
+  --bits 4 --group-size 128 --nsamples 128 --seqlen 512 --device auto \
   --report "$OUT.report.json"
 
 ppl() { "$BIN" -q benchmark ppl --model "$1" --text "$DEMO/eval.txt" --seqlen 512 --json; }

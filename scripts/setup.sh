@@ -4,6 +4,9 @@
 # PyPI torch wheel that carries libtorch) are cached under ~/.cache/gptq-quant.
 #
 #   scripts/setup.sh            build dependencies + Release build in ./build
+#   scripts/setup.sh --demo     only what scripts/demo.sh needs: the gptq-quant
+#                               target (no tests) and transformers to make the
+#                               demo model; no gptqmodel, no llama.cpp
 #   scripts/setup.sh --oracles  also the Python peers the conformance tests use
 set -euo pipefail
 
@@ -12,10 +15,13 @@ CACHE="${GPTQ_CACHE:-$HOME/.cache/gptq-quant}"
 VENV="$CACHE/venv"
 BUILD_DIR="${GPTQ_BUILD_DIR:-$ROOT/build}"
 WITH_ORACLES=0
+WITH_DEMO=0
+BUILD_TARGET=all    # --demo: the executable alone
 LLAMA_CPP_DIR=""  # the llama.cpp peer's tree (--oracles), handed to CTest
 for arg in "$@"; do
   case "$arg" in
     --oracles) WITH_ORACLES=1 ;;
+    --demo) WITH_DEMO=1; BUILD_TARGET=gptq-quant ;;
     *) echo "setup.sh: unknown argument '$arg'" >&2; exit 2 ;;
   esac
 done
@@ -38,29 +44,27 @@ install_debian_packages() {
   fi
 }
 
+# install_requirements <name> <what>: scripts/requirements-<name>.txt into the
+# venv, skipped while the file's hash matches the one recorded last time.
+install_requirements() {
+  local file="$ROOT/scripts/requirements-$1.txt" stamp="$VENV/.$1-reqs.sha" want
+  want=$(sha256sum "$file" | cut -d' ' -f1)
+  [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && return
+  log "installing $2"
+  "$VENV/bin/pip" install -q --progress-bar off -r "$file"
+  echo "$want" >"$stamp"
+}
+
 install_python_packages() {
   mkdir -p "$CACHE"
   if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating virtual environment $VENV"
     python3 -m venv "$VENV"
   fi
-  local stamp="$VENV/.build-reqs.sha"
-  local want
-  want=$(sha256sum "$ROOT/scripts/requirements-build.txt" | cut -d' ' -f1)
-  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    log "installing build requirements (torch wheel with libtorch; ~4 GB on first run)"
-    "$VENV/bin/pip" install -q --progress-bar off -r "$ROOT/scripts/requirements-build.txt"
-    echo "$want" >"$stamp"
-  fi
-  if ((WITH_ORACLES)); then
-    stamp="$VENV/.oracle-reqs.sha"
-    want=$(sha256sum "$ROOT/scripts/requirements-oracles.txt" | cut -d' ' -f1)
-    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-      log "installing test oracles (transformers, tokenizers, gptqmodel)"
-      "$VENV/bin/pip" install -q --progress-bar off -r "$ROOT/scripts/requirements-oracles.txt"
-      echo "$want" >"$stamp"
-    fi
-  fi
+  install_requirements build "build requirements (torch wheel with libtorch; ~4 GB on first run)"
+  ((WITH_DEMO)) && install_requirements demo "the demo model's maker (transformers, tokenizers)"
+  ((WITH_ORACLES)) && install_requirements oracles "test oracles (transformers, tokenizers, gptqmodel, compressed-tensors)"
+  return 0
 }
 
 configure_and_build() {
@@ -76,10 +80,15 @@ configure_and_build() {
   elif [[ -n "$LLAMA_CPP_DIR" ]] && ! grep -qxF "GPTQ_LLAMA_CPP_DIR:PATH=$LLAMA_CPP_DIR" "$BUILD_DIR/CMakeCache.txt"; then
     cmake -DGPTQ_LLAMA_CPP_DIR:PATH="$LLAMA_CPP_DIR" "$BUILD_DIR" >/dev/null
   fi
-  log "building (this takes a few minutes on a fresh machine)"
-  cmake --build "$BUILD_DIR" -j"$(nproc)" 2>&1 | grep -E "error|warning: unused|Error" || true
-  cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
-  log "built $BUILD_DIR/gptq-quant"
+  log "building $BUILD_TARGET (a few minutes on a fresh machine; ccache makes rebuilds quick)"
+  local start=$SECONDS build_log="$BUILD_DIR/build.log"
+  if ! cmake --build "$BUILD_DIR" --target "$BUILD_TARGET" -j"$(nproc)" >"$build_log" 2>&1; then
+    grep -E "error|Error" "$build_log" | head -40 >&2
+    log "build failed; full log: $build_log"
+    exit 1
+  fi
+  grep -E "warning:" "$build_log" | sort -u | head -20 >&2 || true
+  log "built $BUILD_DIR/gptq-quant in $((SECONDS - start)) s"
 }
 
 install_debian_packages
