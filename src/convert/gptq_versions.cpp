@@ -7,6 +7,7 @@
 #include "gptq/convert/v1_zeros.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq_input.h"
 #include "output_dir.h"
 
@@ -56,6 +57,7 @@ nlohmann::json convert_gptq_version(const ConvertOptions& options) {
       ++n_copied;
     }
   }
+  Progress progress("converting", static_cast<int>(input.linears().size()), options.progress);
   for (const std::string& prefix : input.linears()) {
     const int bits = input.scheme(prefix).quant.bits;
     const pack::GptqTensors stored = input.load_packed(prefix);
@@ -80,7 +82,9 @@ nlohmann::json convert_gptq_version(const ConvertOptions& options) {
     output.add(prefix + ".qzeros", packed.qzeros);
     output.add(prefix + ".scales", reencoded ? packed.scales : stored.scales);
     if (input.checkpoint().contains(prefix + ".g_idx")) output.add(prefix + ".g_idx", stored.g_idx);
+    progress.advance(prefix);
   }
+  progress.finish();
 
   nlohmann::json quantization = input.quantization();
   quantization["checkpoint_format"] = options.to;

@@ -1,0 +1,73 @@
+"""`--help` teaches in a fixed order, and the reference pages document only
+flags that exist: every `--flag` in docs/<subcommand>.md and in the README's
+commands is one the binary's --help lists."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from model_driver import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+# Flags of other programs that the pages quote (torchrun, huggingface-cli) and
+# the negated spellings CLI11 lists as "!--flag" after the positive one.
+NOT_OURS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--no-python", "--revision"}
+
+QUANTIZE_GROUPS = ["Model and output", "Scheme", "Calibration", "Runtime and memory",
+                   "Distribution (data-parallel", "Remote workers"]
+
+PAGES = {
+    "quantize.md": [["quantize"]],
+    "rtn.md": [["rtn"], ["quantize"]],
+    "convert.md": [["convert"], ["quantize"]],
+    "benchmark.md": [["benchmark", "ppl"], ["benchmark", "solver"]],
+    "server.md": [["server"], ["quantize"]],
+}
+
+
+def help_text(*subcommand) -> str:
+    proc = run_cli(*subcommand, "--help")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def flags_in(text: str) -> set[str]:
+    return set(FLAG.findall(text)) - NOT_OURS
+
+
+def test_quantize_help_lists_its_groups_in_order():
+    text = help_text("quantize")
+    positions = [text.find("\n" + group) for group in QUANTIZE_GROUPS]
+    assert all(p >= 0 for p in positions), text
+    assert positions == sorted(positions), text
+    # The scheme comes before anything about workers or TLS.
+    assert text.find("--bits") < text.find("--calib") < text.find("--device") < text.find("--workers"), text
+
+
+def test_rtn_help_shares_the_groups():
+    text = help_text("rtn")
+    groups = [g for g in QUANTIZE_GROUPS if g != "Calibration"]
+    positions = [text.find("\n" + group) for group in groups]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), text
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_documented_flag_exists(page):
+    documented = flags_in((ROOT / "docs" / page).read_text())
+    listed = set()
+    for subcommand in PAGES[page]:
+        listed |= flags_in(help_text(*subcommand))
+    listed |= flags_in(help_text())  # global flags: -q/--quiet, -v/--verbose, --version
+    assert documented - listed == set(), page
+
+
+def test_readme_commands_use_existing_flags():
+    readme = (ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith(("gptq-quant ", "torchrun "))]
+    assert len(commands) >= 5
+    for line in commands:
+        subcommand = line.split("gptq-quant ", 1)[1].split()[0]
+        assert flags_in(line) <= flags_in(help_text(subcommand)), line
