@@ -119,7 +119,7 @@ int run_benchmark_ppl(Options options) {
   spdlog::info("perplexity of {} ({}, {} layers) on {} tokens, seqlen {}, {} {}", source->describe(),
                config.architecture, config.n_layers, ids.size(), options.seqlen,
                ppl_options.run.device.str(), model::dtype_to_hf_name(ppl_options.run.dtype));
-  Progress progress("blocks", static_cast<int>(config.n_layers), log::stderr_is_tty());
+  Progress progress("blocks", static_cast<int>(config.n_layers), spdlog::get_level() <= spdlog::level::info);
   ppl_options.run.on_block = [&](int layer, int n_layers) {
     progress.advance(config.layer_prefix(layer));
     if (!progress.redraws()) spdlog::debug("[{:3}/{:3}] block done", layer + 1, n_layers);
