@@ -20,7 +20,7 @@ QUANTIZE_GROUPS = ["Model and output", "Scheme", "Calibration", "Runtime and mem
                    "Distribution (data-parallel", "Remote workers"]
 
 PAGES = {
-    "quantize.md": [["quantize"]],
+    "quantize.md": [["quantize"], ["convert"], ["benchmark", "ppl"]],  # its repo-id section names their flags
     "rtn.md": [["rtn"], ["quantize"]],
     "convert.md": [["convert"], ["quantize"]],
     "benchmark.md": [["benchmark", "ppl"], ["benchmark", "solver"]],
