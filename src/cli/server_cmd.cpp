@@ -25,17 +25,19 @@ struct Options {
   bool insecure = false;
 };
 
+constexpr const char* kServingGroup = "Serving";
+
 void setup_options(CLI::App& app, Options& options) {
   app.add_option("--listen", options.listen, "HOST:PORT to serve on (port 0: any free port, logged)")
       ->required()
-      ->group(kRuntimeGroup);
+      ->group(kServingGroup);
   app.add_option("--device", options.device, "auto | cpu | cuda[:N]: where jobs are solved")
       ->capture_default_str()
-      ->group(kRuntimeGroup);
+      ->group(kServingGroup);
   app.add_option("--max-message-mib", options.max_message_mib,
                  "largest request (W + H) accepted, in MiB; larger ones get RESOURCE_EXHAUSTED")
       ->capture_default_str()
-      ->group(kRuntimeGroup);
+      ->group(kServingGroup);
   app.add_option("--token-file", options.token_file,
                  "file whose first line is the bearer token clients must send (keep it mode 600)")
       ->group(kSecurityGroup);
