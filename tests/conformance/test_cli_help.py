@@ -1,6 +1,8 @@
-"""`--help` teaches in a fixed order, and the reference pages document only
-flags that exist: every `--flag` in docs/<subcommand>.md and in the README's
-commands is one the binary's --help lists."""
+"""The CLI surface a newcomer meets: `--help` teaches in a fixed order, the
+reference pages document only flags that exist (every `--flag` in
+docs/<subcommand>.md and in the README's commands is one --help lists), and
+long commands show progress with an ETA on a terminal and stay parseable off
+one."""
 from __future__ import annotations
 
 import re
@@ -71,3 +73,48 @@ def test_readme_commands_use_existing_flags():
     for line in commands:
         subcommand = line.split("gptq-quant ", 1)[1].split()[0]
         assert flags_in(line) <= flags_in(help_text(subcommand)), line
+
+
+def run_on_a_tty(*args) -> tuple[int, str]:
+    """Runs the CLI with stderr on a pseudo-terminal; returns (exit status, what the terminal got)."""
+    import os
+    import pty
+    import subprocess
+
+    from model_driver import binary
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(binary()), *map(str, args)], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.wait(timeout=600), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_redraws_only_on_a_tty(tmp_path):
+    """rtn and convert show 'done/total ... ETA' redrawn on a terminal; off one
+    nothing is redrawn (no carriage returns), one closing line instead."""
+    from hf_fixtures import make_tiny_model
+
+    model = make_tiny_model("llama", tmp_path / "tiny", num_hidden_layers=3)
+    rc, terminal = run_on_a_tty("rtn", "--model", model, "--output", tmp_path / "rtn", "--group-size", 32,
+                                "--device", "cpu")
+    assert rc == 0, terminal
+    assert "\r\x1b[Kquantizing [1/21]" in terminal and "ETA" in terminal, terminal
+    rc, terminal = run_on_a_tty("convert", "--input", tmp_path / "rtn", "--to", "fp32", "--output", tmp_path / "fp32")
+    assert rc == 0, terminal
+    assert "\r\x1b[Kconverting [1/21]" in terminal and "ETA" in terminal, terminal
+
+    proc = run_cli("convert", "--input", tmp_path / "rtn", "--to", "gptq_v2", "--output", tmp_path / "v2")
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    proc = run_cli("-q", "convert", "--input", tmp_path / "rtn", "--to", "bf16", "--output", tmp_path / "bf16")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
