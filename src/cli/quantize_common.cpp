@@ -35,7 +35,7 @@ void add_model_output_options(CLI::App& app, QuantizeCommandOptions& options) {
   app.add_flag("--dry-run", job.dry_run, "print every linear's resolved scheme and exit; loads no weights")
       ->group(kModelOutputGroup);
   app.add_option_function<uint64_t>(
-         "--max-shard-mib", [&job](uint64_t mib) { job.max_shard_bytes = mib << 20; },
+         "--max-shard-mib", [&job = options.job](uint64_t mib) { job.max_shard_bytes = mib << 20; },
          "largest output safetensors shard, MiB (0: one file; default 4096)")
       ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 30))
       ->group(kModelOutputGroup);
@@ -84,10 +84,9 @@ void add_runtime_options(CLI::App& app, QuantizeCommandOptions& options) {
 }
 
 void add_distribution_options(CLI::App& app, QuantizeCommandOptions& options) {
-  auto& job = options.job;
   app.add_option_function<double>(
          "--dist-timeout",
-         [&job](double seconds) {
+         [&job = options.job](double seconds) {
            job.dist_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
          },
          "seconds a collective or the rendezvous waits for the other ranks before the run fails "
