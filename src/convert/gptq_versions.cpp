@@ -65,6 +65,7 @@ nlohmann::json convert_gptq_version(const ConvertOptions& options) {
     bool reencoded = false;
     if (target == pack::ZeroEncoding::kMinusOne && count_zero_zeros(linear) > 0) {
       V1Reencoding v1 = reencode_for_v1(linear, bits);
+      progress.clear_line();
       spdlog::warn("{}: {} group(s) with zero 0 re-encoded for v1 ({} on a new scale), max |dW| {:.3g}", prefix,
                    v1.n_groups_changed, v1.n_groups_requantized, v1.max_abs_change);
       lossy_modules.push_back({{"name", prefix},
