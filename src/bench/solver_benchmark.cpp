@@ -90,6 +90,7 @@ SolverBenchmarkResult run_solver_benchmark(const SolverBenchmarkOptions& options
     inverse_s.push_back(seconds([&] { return H_inverse = at::cholesky_inverse(L); }));
     upper_s.push_back(seconds([&] { return at::linalg_cholesky(H_inverse, /*upper=*/true); }));
     gemm_s.push_back(seconds([&] { return W.mm(damped); }));
+    if (options.on_run) options.on_run(run);
   }
   result.hessian_s = median(hessian_s);
   result.cholesky_s = median(cholesky_s);

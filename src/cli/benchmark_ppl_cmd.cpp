@@ -32,27 +32,40 @@ struct Options {
   bool json = false;
 };
 
+constexpr const char* kModelDataGroup = "Model and data";
+
 void setup_options(CLI::App& app, Options& options) {
-  app.add_option("--model", options.model, "model directory: config.json + safetensors (plain or GPTQ)")
-      ->required();
+  app.add_option("--model", options.model,
+                 "model (plain or GPTQ): a directory or a repo id org/name[@revision] in the local Hugging "
+                 "Face cache")
+      ->required()
+      ->group(kModelDataGroup);
   auto* text = app.add_option("--text", options.text,
                               "UTF-8 text file, tokenized whole with the model's tokenizer.json "
-                              "(add_special_tokens, as transformers); WikiText-2: wiki.test.raw");
+                              "(add_special_tokens, as transformers); WikiText-2: wiki.test.raw")
+                   ->group(kModelDataGroup);
   auto* tokens = app.add_option("--tokens", options.tokens,
                                 "pre-tokenized ids instead of --text: a JSON list, or whitespace-"
-                                "separated integers (rows are concatenated)");
+                                "separated integers (rows are concatenated)")
+                     ->group(kModelDataGroup);
   text->excludes(tokens);
   app.add_option("--seqlen", options.seqlen, "tokens per window (windows do not overlap)")
-      ->capture_default_str();
-  app.add_option("--max-windows", options.max_windows, "score only the first N windows (0 = all)")
-      ->capture_default_str();
-  app.add_option("--device", options.device, "auto | cpu | cuda | cuda:N | mps")->capture_default_str();
-  app.add_option("--dtype", options.dtype,
-                 "auto (the checkpoint's; float16 runs as fp32 on the CPU) | fp32 | bf16 | fp16")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->group(kModelDataGroup);
+  app.add_option("--max-windows", options.max_windows, "score only the first N windows: faster, noisier (0 = all)")
+      ->capture_default_str()
+      ->group(kModelDataGroup);
   app.add_flag("--json", options.json,
                "print {ppl, n_windows, seqlen, n_tokens, tokens_per_s, load_s, peak_rss_bytes, "
-               "device, dtype} on stdout");
+               "device, dtype} on stdout")
+      ->group(kModelDataGroup);
+  app.add_option("--device", options.device, "auto | cpu | cuda | cuda:N | mps")
+      ->capture_default_str()
+      ->group(kRuntimeGroup);
+  app.add_option("--dtype", options.dtype,
+                 "auto (the checkpoint's; float16 runs as fp32 on the CPU) | fp32 | bf16 | fp16")
+      ->capture_default_str()
+      ->group(kRuntimeGroup);
 }
 
 // Resident set size from /proc/self/status ("VmRSS" now, "VmHWM" peak), bytes.
@@ -86,7 +99,8 @@ std::vector<int64_t> read_ids(const Options& options) {
   return std::vector<int64_t>(ids32.begin(), ids32.end());
 }
 
-int run_benchmark_ppl(const Options& options) {
+int run_benchmark_ppl(Options options) {
+  options.model = resolve_model_flag(options.model, "--model");
   const int64_t baseline_rss = proc_status_bytes("VmRSS");
   auto load_start = std::chrono::steady_clock::now();
   model::ModelConfig config = model::load_model_config(options.model);
@@ -105,7 +119,7 @@ int run_benchmark_ppl(const Options& options) {
   spdlog::info("perplexity of {} ({}, {} layers) on {} tokens, seqlen {}, {} {}", source->describe(),
                config.architecture, config.n_layers, ids.size(), options.seqlen,
                ppl_options.run.device.str(), model::dtype_to_hf_name(ppl_options.run.dtype));
-  Progress progress("blocks", static_cast<int>(config.n_layers), log::stderr_is_tty());
+  Progress progress("blocks", static_cast<int>(config.n_layers), spdlog::get_level() <= spdlog::level::info);
   ppl_options.run.on_block = [&](int layer, int n_layers) {
     progress.advance(config.layer_prefix(layer));
     if (!progress.redraws()) spdlog::debug("[{:3}/{:3}] block done", layer + 1, n_layers);

@@ -12,6 +12,7 @@
 #include "gptq/backend/device.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq/bench/solver_benchmark.h"
 
 namespace gptq::cli {
@@ -78,7 +79,10 @@ int run(const Options& options) {
   problem.seed = options.seed;
   spdlog::info("benchmarking the solver on a {}x{} layer, {} samples ({} runs)", problem.rows,
                problem.cols, problem.samples, problem.repeat);
+  Progress progress("runs", problem.repeat, spdlog::get_level() <= spdlog::level::info);
+  problem.on_run = [&](int run) { progress.advance("run " + std::to_string(run + 1)); };
   const bench::SolverBenchmarkResult r = bench::run_solver_benchmark(problem);
+  progress.finish();
   if (r.parallel_threads < r.threads) {
     spdlog::warn("this build's own parallel loops reach {} of {} threads (built without libtorch's "
                  "OpenMP?): timings are not representative",

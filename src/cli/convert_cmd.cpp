@@ -34,7 +34,9 @@ and other non-weight files are copied.
 
 Example:
   gptq-quant convert --input ./Llama-3.2-1B-gptq --to compressed-tensors \
-      --output ./Llama-3.2-1B-w4a16 --report convert.json)";
+      --output ./Llama-3.2-1B-w4a16 --report convert.json
+
+Reference: docs/convert.md.)";
 
 }  // namespace
 
@@ -48,8 +50,11 @@ Command add_convert_command(CLI::App& parent) {
   Command command;
   command.app = parent.add_subcommand("convert", "re-encode a GPTQ checkpoint in another checkpoint format");
   command.app->footer(kConvertFooter);
-  command.app->add_option("--input", options->job.input, "GPTQ checkpoint directory (v1 or v2)")->required();
-  command.app->add_option("--to", options->job.to, "target format (see below)")
+  command.app->add_option("--input", options->job.input,
+                          "GPTQ checkpoint (v1 or v2): a directory or a repo id org/name[@revision] in the "
+                          "local Hugging Face cache")
+      ->required();
+  command.app->add_option("--to", options->job.to, "target format (what each costs: below)")
       ->required()
       ->check(CLI::IsMember(convert::target_names()));
   command.app->add_option("--output", options->job.output, "output directory, or file for gguf (must not exist)")
@@ -61,6 +66,8 @@ Command add_convert_command(CLI::App& parent) {
                           "write a JSON report: what was converted, counts, bytes, lossy changes");
   command.app->add_flag("--json", options->json, "print the report as JSON on stdout");
   command.run = [options] {
+    options->job.input = resolve_model_flag(options->job.input.string(), "--input");
+    options->job.progress = spdlog::get_level() <= spdlog::level::info;
     if (!options->report_path.empty()) {
       std::ofstream probe(options->report_path, std::ios::app);
       GPTQ_CHECK(probe.good(), "cannot write report '", options->report_path, "'");

@@ -13,15 +13,16 @@ namespace {
 
 constexpr const char* kDescription =
     "gptq-quant: GPTQ post-training quantization of Hugging Face LLM checkpoints.\n"
-    "Reads a model directory (config.json + safetensors), quantizes it block by block\n"
-    "and writes a GPTQ checkpoint that vLLM, transformers and GPTQModel load.";
+    "Reads a model directory (config.json + safetensors) or a repo id org/name from the\n"
+    "local Hugging Face cache, quantizes it block by block and writes a GPTQ checkpoint\n"
+    "that vLLM, transformers and GPTQModel load, or one GGUF file for llama.cpp.";
 
 constexpr const char* kFooter =
-    "\nRun 'gptq-quant <subcommand> --help' for its options. Exit status: 0 ok,\n"
-    "2 usage or input error (fix the input), 1 a failure on valid input: 'numerical\n"
-    "failure: ...' (a NaN Hessian, Cholesky failing after every damping retry) or\n"
-    "'runtime failure: ...' (I/O, memory, a bug); 130 / 143 SIGINT / SIGTERM honoured\n"
-    "at a clean point (nothing partial left).";
+    "\nRun 'gptq-quant <subcommand> --help' for its options; docs/<subcommand>.md has the\n"
+    "reference. Exit status: 0 ok, 2 usage or input error (fix the input), 1 a failure\n"
+    "on valid input: 'numerical failure: ...' (a NaN Hessian, Cholesky failing after\n"
+    "every damping retry) or 'runtime failure: ...' (I/O, memory, a bug); 130 / 143\n"
+    "SIGINT / SIGTERM honoured at a clean point (nothing partial left).";
 
 }  // namespace
 

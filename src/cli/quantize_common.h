@@ -22,12 +22,22 @@ struct QuantizeCommandOptions {
   int local_workers = 0;
 };
 
-// --model, --output, --bits, --group-size, --sym/--asym, --device, --report,
-// --recipe, --dry-run, --workers and their token/TLS/timeout.
-void add_common_quantize_options(CLI::App& app, QuantizeCommandOptions& options);
+// The options `quantize` and `rtn` share, one function per --help section
+// (command.h); a subcommand calls them in section order and adds its own
+// options to a section right after that section's call.
+// --model, --output, --format, --report, --dry-run, --max-shard-mib.
+void add_model_output_options(CLI::App& app, QuantizeCommandOptions& options);
+// --bits, --group-size, --sym/--asym, --gguf-type, --recipe.
+void add_scheme_options(CLI::App& app, QuantizeCommandOptions& options);
+// --device, --dtype, --resume, --work-dir.
+void add_runtime_options(CLI::App& app, QuantizeCommandOptions& options);
+// --dist-timeout.
+void add_distribution_options(CLI::App& app, QuantizeCommandOptions& options);
+// --workers, --worker-token-file, --tls-ca, --worker-timeout, --local-workers.
+void add_remote_worker_options(CLI::App& app, QuantizeCommandOptions& options);
 
-// Loads --recipe (its default under the flags given on the command line),
-// runs the job, writes --report if asked; returns the exit status.
+// Resolves --model (a directory or a Hugging Face repo id), loads --recipe
+// (its default under the flags given on the command line), runs the job, writes --report if asked; returns the exit status.
 int run_quantize_job(QuantizeCommandOptions& options);
 
 }  // namespace gptq::cli

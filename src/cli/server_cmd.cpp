@@ -25,17 +25,27 @@ struct Options {
   bool insecure = false;
 };
 
+constexpr const char* kServingGroup = "Serving";
+
 void setup_options(CLI::App& app, Options& options) {
-  app.add_option("--listen", options.listen, "HOST:PORT to serve on (port 0: any free port, logged)")->required();
-  app.add_option("--token-file", options.token_file,
-                 "file holding the bearer token clients must send (its first line; keep it mode 600)");
-  app.add_option("--tls-cert", options.tls_cert, "PEM certificate chain: serve TLS (needs --tls-key)");
-  app.add_option("--tls-key", options.tls_key, "PEM private key of --tls-cert");
-  app.add_option("--device", options.device, "auto | cpu | cuda[:N]: where jobs are solved")->capture_default_str();
+  app.add_option("--listen", options.listen, "HOST:PORT to serve on (port 0: any free port, logged)")
+      ->required()
+      ->group(kServingGroup);
+  app.add_option("--device", options.device, "auto | cpu | cuda[:N]: where jobs are solved")
+      ->capture_default_str()
+      ->group(kServingGroup);
   app.add_option("--max-message-mib", options.max_message_mib,
                  "largest request (W + H) accepted, in MiB; larger ones get RESOURCE_EXHAUSTED")
-      ->capture_default_str();
-  app.add_flag("--insecure", options.insecure, "serve without a token; allowed on a loopback address only");
+      ->capture_default_str()
+      ->group(kServingGroup);
+  app.add_option("--token-file", options.token_file,
+                 "file whose first line is the bearer token clients must send (keep it mode 600)")
+      ->group(kSecurityGroup);
+  app.add_option("--tls-cert", options.tls_cert, "PEM certificate chain: serve TLS (needs --tls-key)")
+      ->group(kSecurityGroup);
+  app.add_option("--tls-key", options.tls_key, "PEM private key of --tls-cert")->group(kSecurityGroup);
+  app.add_flag("--insecure", options.insecure, "serve without a token; allowed on a loopback address only")
+      ->group(kSecurityGroup);
 }
 
 rpc::SolveServerOptions server_options(const Options& options) {
@@ -89,7 +99,10 @@ Command add_server_command(CLI::App& parent) {
       "same GPTQ/RTN code as a local run and sends back codes, scales, zeros and losses.\n"
       "Clients authenticate with the bearer token from --token-file; without one the worker\n"
       "only starts with --insecure on a loopback address. Use --tls-cert/--tls-key on any\n"
-      "network you do not trust. Stop it with SIGINT/SIGTERM.");
+      "network you do not trust. Stop it with SIGINT/SIGTERM.\n\n"
+      "Example (then: quantize ... --workers host:50051 --worker-token-file token):\n"
+      "  gptq-quant server --listen 0.0.0.0:50051 --token-file token --device cuda:0\n\n"
+      "Reference: docs/server.md.");
   setup_options(*command.app, *options);
   command.run = [options] { return run_server(*options); };
   return command;

@@ -11,6 +11,7 @@
 #include "gptq/convert/pack_quantized.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq_input.h"
 #include "output_dir.h"
 
@@ -92,6 +93,7 @@ nlohmann::json convert_to_compressed_tensors(const ConvertOptions& options) {
     ++n_copied;
   }
   std::map<SchemeKey, std::vector<std::string>> groups;
+  Progress progress("converting", static_cast<int>(input.linears().size()), options.progress);
   for (const std::string& prefix : input.linears()) {
     const solver::QuantConfig quant = input.scheme(prefix).quant;
     PackQuantized packed;
@@ -106,7 +108,9 @@ nlohmann::json convert_to_compressed_tensors(const ConvertOptions& options) {
     if (packed.weight_zero_point.defined()) output.add(prefix + ".weight_zero_point", packed.weight_zero_point);
     output.add(prefix + ".weight_shape", packed.weight_shape);
     groups[key_of(quant)].push_back(prefix);
+    progress.advance(prefix);
   }
+  progress.finish();
   nlohmann::json config = input.config();
   config["quantization_config"] = quantization_config(input, groups);
   const uint64_t bytes = output.commit(config, std::nullopt);

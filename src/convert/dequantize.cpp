@@ -8,6 +8,7 @@
 #include "conversions.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq_input.h"
 #include "output_dir.h"
 
@@ -44,6 +45,7 @@ nlohmann::json convert_to_dense(const ConvertOptions& options) {
     output.add(name, at::isFloatingType(tensor.scalar_type()) ? tensor.to(dtype) : tensor);
     ++n_copied;
   }
+  Progress progress("converting", static_cast<int>(input.linears().size()), options.progress);
   for (const std::string& prefix : input.linears()) {
     GPTQ_CHECK(!input.checkpoint().contains(prefix + ".weight"), "'", input.dir().string(), "': '", prefix,
                "' holds both a dense weight and a qweight");
@@ -54,7 +56,9 @@ nlohmann::json convert_to_dense(const ConvertOptions& options) {
       rethrow_with_context("'" + input.dir().string() + "': " + prefix);
     }
     output.add(prefix + ".weight", weight.to(dtype));
+    progress.advance(prefix);
   }
+  progress.finish();
   nlohmann::json config = input.config();
   config.erase("quantization_config");
   // transformers 5 writes "dtype", earlier versions "torch_dtype": keep whichever the source has.

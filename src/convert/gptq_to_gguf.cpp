@@ -7,6 +7,7 @@
 #include "gptq/convert/convert.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq/gguf/ggml_codec.h"
 #include "gptq/gguf/gguf_model.h"
 #include "gptq/io/safetensors.h"
@@ -138,6 +139,7 @@ nlohmann::json convert_gptq_to_gguf(const ConvertOptions& options) {
   }
 
   int64_t n_converted = 0;
+  Progress progress("converting", static_cast<int>(quantized.size()), options.progress);
   const uint64_t bytes = gguf::write_gguf_model(
       options.output, config, plan, checkpoint, [&](const gguf::GgufTensorPlan& tensor) -> at::Tensor {
         const auto found = quantized.find(tensor.hf_name);
@@ -154,11 +156,13 @@ nlohmann::json convert_gptq_to_gguf(const ConvertOptions& options) {
         try {
           const at::Tensor rows = encode_linear(prefix, pack::unpack_gptq(packed, bits, encoding), tensor.type, options);
           ++n_converted;
+          progress.advance(prefix);
           return rows;
         } catch (...) {
           rethrow_with_context(options.input.string());
         }
       });
+  progress.finish();
   spdlog::info("wrote '{}': {} linear(s) re-encoded exactly from '{}' ({}), file type {}", options.output.string(),
                n_converted, options.input.string(), info->format, gguf::gguf_file_type_name(plan.file_type));
   return {{"input", options.input.string()},   {"output", options.output.string()},

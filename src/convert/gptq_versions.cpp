@@ -7,6 +7,7 @@
 #include "gptq/convert/v1_zeros.h"
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq_input.h"
 #include "output_dir.h"
 
@@ -56,6 +57,7 @@ nlohmann::json convert_gptq_version(const ConvertOptions& options) {
       ++n_copied;
     }
   }
+  Progress progress("converting", static_cast<int>(input.linears().size()), options.progress);
   for (const std::string& prefix : input.linears()) {
     const int bits = input.scheme(prefix).quant.bits;
     const pack::GptqTensors stored = input.load_packed(prefix);
@@ -63,6 +65,7 @@ nlohmann::json convert_gptq_version(const ConvertOptions& options) {
     bool reencoded = false;
     if (target == pack::ZeroEncoding::kMinusOne && count_zero_zeros(linear) > 0) {
       V1Reencoding v1 = reencode_for_v1(linear, bits);
+      progress.clear_line();
       spdlog::warn("{}: {} group(s) with zero 0 re-encoded for v1 ({} on a new scale), max |dW| {:.3g}", prefix,
                    v1.n_groups_changed, v1.n_groups_requantized, v1.max_abs_change);
       lossy_modules.push_back({{"name", prefix},
@@ -80,7 +83,9 @@ nlohmann::json convert_gptq_version(const ConvertOptions& options) {
     output.add(prefix + ".qzeros", packed.qzeros);
     output.add(prefix + ".scales", reencoded ? packed.scales : stored.scales);
     if (input.checkpoint().contains(prefix + ".g_idx")) output.add(prefix + ".g_idx", stored.g_idx);
+    progress.advance(prefix);
   }
+  progress.finish();
 
   nlohmann::json quantization = input.quantization();
   quantization["checkpoint_format"] = options.to;

@@ -33,6 +33,13 @@ void Progress::advance(const std::string& item) {
   std::fflush(stderr);
 }
 
+void Progress::clear_line() {
+  if (redraw_ && !finished_) {
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+  }
+}
+
 void Progress::finish() {
   if (redraw_ && !finished_) {
     std::fprintf(stderr, "\r\033[K");

@@ -8,6 +8,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace gptq::bench {
@@ -23,6 +24,8 @@ struct SolverBenchmarkOptions {
   c10::Device device = c10::Device(c10::kCPU);
   int repeat = 1;
   uint64_t seed = 0;
+  // Optional: called after each of the `repeat` runs (for a progress line); default none.
+  std::function<void(int run)> on_run;
 };
 
 struct SolverBenchmarkResult {

@@ -36,6 +36,7 @@ struct ConvertOptions {
   std::string to;                // one of target_names()
   std::filesystem::path output;  // the output directory (a .gguf file for gguf)
   bool allow_lossy = false;      // --to gptq: re-encode v2 zeros of 0 instead of refusing
+  bool progress = false;         // a redrawn "converting [i/n] <linear> ETA" line when stderr is a TTY
 };
 
 // The --to values, in the order --help lists them.

@@ -16,6 +16,8 @@ class Progress {
   void advance(const std::string& item);
   // Clears the redrawn line so the next log line starts clean.
   void finish();
+  // Clears the redrawn line before a log line in mid-work; the next advance() redraws it.
+  void clear_line();
 
   double elapsed_s() const;
   double eta_s() const;
