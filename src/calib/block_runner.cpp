@@ -248,100 +248,92 @@ void gather_rows(solver::QuantizedWeight& solved, int64_t n_rows, c10::ScalarTyp
   if (solved.zero_raised.defined()) solved.zero_raised = rows(solved.zero_raised, "the raised zero points");
 }
 
-// Solves one stack: the weights stacked row-wise, one solve, split back.
-void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows,
-                 const model::GroupRouting* routing, const SolveContext& context,
-                 model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times) {
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<at::Tensor> parts;
-  for (const auto& name : stack.names) parts.push_back(weights.at(name + ".weight"));
-  const at::Tensor W = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
-  solver::GptqConfig config = solver::solve_config(context.gptq, stack.scheme);
-  config.grid = context.format->grid(stack.scheme);
-  GPTQ_ASSERT(config.grid || stack.scheme.grid.empty(), "format '", context.format->name(), "' has no grid '",
-              stack.scheme.grid, "'");
-  const bool gptq = H.defined() && stack.scheme.method == solver::SolveMethod::kGptq;
+// One process's attempt at a stack's solve: the result, or what failed.
+struct SolveAttempt {
   solver::QuantizedWeight solved;
-  std::string solve_failure;  // set when GPTQ failed numerically and RTN stood in
-  auto stack_name = [&] {
-    std::string names;
-    for (const auto& name : stack.names) names += (names.empty() ? "" : "+") + name;
-    return context.layer_prefix + names;
-  };
-  // A data-parallel run splits the rows across the processes (each solves
-  // its share against the same H, then all gather); fewer rows than
-  // processes: every process solves them all, with the same result.
-  dist::Communicator* comm = context.comm;
-  const bool split = comm != nullptr && W.size(0) >= comm->world_size();
-  const dist::RowRange mine =
-      split ? dist::rows_of_rank(W.size(0), comm->rank(), comm->world_size()) : dist::RowRange{0, W.size(0)};
-  const at::Tensor W_mine = split ? W.narrow(0, mine.begin, mine.count) : W;
   std::exception_ptr failure;
-  bool numerical = false;
+  bool numerical = false;  // the failure was a NumericalError
+  std::string message;     // its message
+};
+
+SolveAttempt attempt_solve(const at::Tensor& W, const at::Tensor& H, const solver::GptqConfig& config,
+                           solver::SolveMethod method, bool gptq, const SolveContext& context) {
+  SolveAttempt attempt;
   try {
     if (context.solve) {
-      solved = context.solve(W_mine, H, config, stack.scheme.method);
+      attempt.solved = context.solve(W, H, config, method);
     } else {
-      solved = gptq ? solver::gptq_quantize(W_mine, H, config) : solver::rtn_quantize(W_mine, config, H);
+      attempt.solved = gptq ? solver::gptq_quantize(W, H, config) : solver::rtn_quantize(W, config, H);
     }
   } catch (const NumericalError& e) {
-    failure = std::current_exception();
-    numerical = true;
-    solve_failure = e.what();
+    attempt.failure = std::current_exception();
+    attempt.numerical = true;
+    attempt.message = e.what();
   } catch (...) {
-    failure = std::current_exception();
+    attempt.failure = std::current_exception();
   }
-  // Every process learns whether any failed, so all take the same path.
-  int64_t numerical_anywhere = numerical ? 1 : 0;
-  int64_t other_anywhere = failure && !numerical ? 1 : 0;
+  return attempt;
+}
+
+// Every process learns whether any attempt failed, so all take the same path:
+// any other failure ends the run; a numerical one too, unless
+// --on-solve-failure rtn rounds the stack to nearest instead (`solve_failure`
+// then says why). `split`: the processes solved shares of the rows.
+solver::QuantizedWeight settle_attempt(SolveAttempt attempt, const at::Tensor& W_mine, const solver::GptqConfig& config,
+                                       bool gptq, bool split, const SolveContext& context, const std::string& name,
+                                       std::string& solve_failure) {
+  int64_t numerical_anywhere = attempt.numerical ? 1 : 0;
+  int64_t other_anywhere = attempt.failure && !attempt.numerical ? 1 : 0;
+  dist::Communicator* comm = context.comm;
   if (split) {
     at::Tensor outcome = at::tensor({numerical_anywhere, other_anywhere}, at::kLong);
-    comm->all_reduce_sum(outcome, "the outcome of the solve of " + stack_name());
+    comm->all_reduce_sum(outcome, "the outcome of the solve of " + name);
     numerical_anywhere = outcome[0].item<int64_t>();
     other_anywhere = outcome[1].item<int64_t>();
   }
   auto rethrow_here = [&] {
     try {
-      std::rethrow_exception(failure);
+      std::rethrow_exception(attempt.failure);
     } catch (...) {
-      rethrow_with_context(stack_name());
+      rethrow_with_context(name);
     }
   };
-  if (failure && !numerical) rethrow_here();
-  if (other_anywhere > 0) throw Error(stack_name() + ": the solve failed on another process (its own message says why)");
-  if (numerical_anywhere > 0) {
-    if (!gptq || !context.rtn_on_solve_failure) {
-      if (failure) rethrow_here();
-      throw NumericalError(stack_name() + ": GPTQ failed numerically on another process's rows (its own message "
-                           "says why)");
-    }
-    if (solve_failure.empty()) solve_failure = "GPTQ failed numerically on another process's rows";
-    if (comm == nullptr || comm->rank() == 0) {
-      spdlog::warn("{}: {}; quantized by round-to-nearest instead (--on-solve-failure rtn)", stack_name(),
-                   solve_failure);
-    }
-    try {
-      solved = solver::rtn_quantize(W_mine, config, at::Tensor());
-    } catch (...) {
-      rethrow_with_context(stack_name());
-    }
+  if (attempt.failure && !attempt.numerical) rethrow_here();
+  if (other_anywhere > 0) throw Error(name + ": the solve failed on another process (its own message says why)");
+  if (numerical_anywhere == 0) return std::move(attempt.solved);
+  if (!gptq || !context.rtn_on_solve_failure) {
+    if (attempt.failure) rethrow_here();
+    throw NumericalError(name + ": GPTQ failed numerically on another process's rows (its own message says why)");
   }
-  if (split) gather_rows(solved, W.size(0), parts.front().scalar_type(), *comm, stack_name());
-  const double elapsed = seconds_since(start);
-  times.solve_s += elapsed;
+  solve_failure = attempt.message.empty() ? "GPTQ failed numerically on another process's rows" : attempt.message;
+  if (comm == nullptr || comm->rank() == 0) {
+    spdlog::warn("{}: {}; quantized by round-to-nearest instead (--on-solve-failure rtn)", name, solve_failure);
+  }
+  try {
+    return solver::rtn_quantize(W_mine, config, at::Tensor());
+  } catch (...) {
+    rethrow_with_context(name);
+  }
+}
+
+// The stack's solve split back into its linears: each one's result to the
+// sink, its weight in the block replaced by the dequantized one.
+void split_stack(const Stack& stack, const solver::QuantizedWeight& solved, int64_t n_stack_rows,
+                 int64_t n_hessian_rows, const model::GroupRouting* routing, const std::string& solve_failure,
+                 double elapsed, model::BlockWeights& weights, const LinearSink& sink) {
   int64_t row_start = 0;
-  for (size_t part_idx = 0; part_idx < parts.size(); ++part_idx) {
-    at::Tensor& target = weights.tensors.at(stack.names[part_idx] + ".weight");
+  for (const std::string& name : stack.names) {
+    at::Tensor& target = weights.tensors.at(name + ".weight");
     const int64_t n_rows = target.size(0);
     LinearResult result;
-    result.name = stack.names[part_idx];
+    result.name = name;
     result.rows = n_rows;
     result.cols = target.size(1);
     result.quantized = true;
     result.loss = solved.row_loss.narrow(0, row_start, n_rows).sum().item<double>() / 2;
     result.damp_used = solved.damp_used;
     result.n_hessian_rows = n_hessian_rows;
-    result.n_stacked = static_cast<int>(parts.size());
+    result.n_stacked = static_cast<int>(stack.names.size());
     if (routing != nullptr) result.routing = *routing;
     result.n_zero_raised = solved.zero_raised.defined()
                                ? solved.zero_raised.narrow(0, row_start, n_rows).sum().item<int64_t>()
@@ -356,11 +348,47 @@ void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows
     result.solved.scales = solved.scales.narrow(1, row_start, n_rows);
     result.solved.grid_zeros = solved.grid_zeros.narrow(1, row_start, n_rows);
     result.solved.g_idx = solved.g_idx;
-    result.solve_s = elapsed * static_cast<double>(n_rows) / static_cast<double>(W.size(0));
+    result.solve_s = elapsed * static_cast<double>(n_rows) / static_cast<double>(n_stack_rows);
     target = solved.dequantized.narrow(0, row_start, n_rows).to(target.device(), target.scalar_type());
     row_start += n_rows;
     sink(std::move(result));
   }
+}
+
+// Solves one stack: the weights stacked row-wise, one solve, split back.
+void solve_stack(const Stack& stack, const at::Tensor& H, int64_t n_hessian_rows,
+                 const model::GroupRouting* routing, const SolveContext& context,
+                 model::BlockWeights& weights, const LinearSink& sink, PhaseTimes& times) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<at::Tensor> parts;
+  std::string names;
+  for (const auto& name : stack.names) {
+    parts.push_back(weights.at(name + ".weight"));
+    names += (names.empty() ? "" : "+") + name;
+  }
+  const std::string stack_name = context.layer_prefix + names;
+  const at::Tensor W = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
+  solver::GptqConfig config = solver::solve_config(context.gptq, stack.scheme);
+  config.grid = context.format->grid(stack.scheme);
+  GPTQ_ASSERT(config.grid || stack.scheme.grid.empty(), "format '", context.format->name(), "' has no grid '",
+              stack.scheme.grid, "'");
+  const bool gptq = H.defined() && stack.scheme.method == solver::SolveMethod::kGptq;
+  // A data-parallel run splits the rows across the processes (each solves
+  // its share against the same H, then all gather); fewer rows than
+  // processes: every process solves them all, with the same result.
+  dist::Communicator* comm = context.comm;
+  const bool split = comm != nullptr && W.size(0) >= comm->world_size();
+  const dist::RowRange mine =
+      split ? dist::rows_of_rank(W.size(0), comm->rank(), comm->world_size()) : dist::RowRange{0, W.size(0)};
+  const at::Tensor W_mine = split ? W.narrow(0, mine.begin, mine.count) : W;
+  std::string solve_failure;  // set when GPTQ failed numerically and RTN stood in
+  solver::QuantizedWeight solved =
+      settle_attempt(attempt_solve(W_mine, H, config, stack.scheme.method, gptq, context), W_mine, config, gptq,
+                     split, context, stack_name, solve_failure);
+  if (split) gather_rows(solved, W.size(0), parts.front().scalar_type(), *comm, stack_name);
+  const double elapsed = seconds_since(start);
+  times.solve_s += elapsed;
+  split_stack(stack, solved, W.size(0), n_hessian_rows, routing, solve_failure, elapsed, weights, sink);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -53,18 +54,29 @@ int32_t as_token_id(const nlohmann::json& value, const std::filesystem::path& fi
   return value.get<int32_t>();
 }
 
+// Ready windows set their own count and length; n_samples and seqlen only cap them.
 at::Tensor ready_windows(const nlohmann::json& rows, int n_samples, int seqlen,
                          const std::filesystem::path& file) {
-  GPTQ_CHECK(static_cast<int64_t>(rows.size()) >= n_samples, "'", file.string(), "' holds ",
-             rows.size(), " windows, fewer than --nsamples ", n_samples);
-  auto ids = at::empty({n_samples, seqlen}, at::kLong);
+  auto length_of = [&](int64_t row_idx) {
+    const auto row = static_cast<size_t>(row_idx);
+    GPTQ_CHECK(rows[row].is_array(), "'", file.string(), "': window ", row, " is not a list of token ids");
+    return std::min<int64_t>(static_cast<int64_t>(rows[row].size()), seqlen);
+  };
+  const int64_t n_rows = std::min<int64_t>(static_cast<int64_t>(rows.size()), n_samples);
+  const int64_t length = length_of(0);
+  GPTQ_CHECK(length >= 2, "'", file.string(), "': window 0 has ", rows[0].size(),
+             " token(s); a calibration window needs at least 2");
+  auto ids = at::empty({n_rows, length}, at::kLong);
   auto accessor = ids.accessor<int64_t, 2>();
-  for (int row = 0; row < n_samples; ++row) {
-    const auto& window = rows[row];
-    GPTQ_CHECK(window.is_array() && static_cast<int64_t>(window.size()) >= seqlen, "'",
-               file.string(), "': window ", row, " has ", window.size(),
-               " tokens, fewer than --seqlen ", seqlen);
-    for (int col = 0; col < seqlen; ++col) accessor[row][col] = as_token_id(window[col], file);
+  for (int64_t row = 0; row < n_rows; ++row) {
+    const auto& window = rows[static_cast<size_t>(row)];
+    // Unequal windows would need padding and a mask, which GPTQ's Hessians do not take.
+    GPTQ_CHECK(length_of(row) == length, "'", file.string(), "': window ", row, " has ", window.size(),
+               " tokens, window 0 has ", rows[0].size(), "; ready windows must all be the same length (or give "
+               "--seqlen at most the shortest to cut them all to it)");
+    for (int64_t col = 0; col < length; ++col) {
+      accessor[row][col] = as_token_id(window[static_cast<size_t>(col)], file);
+    }
   }
   return ids;
 }

@@ -84,8 +84,37 @@ TEST_F(CalibrationFiles, ListOfListsAreReadyWindows) {
   auto windows = load_calibration(write("w.json", "[[1,2,3,4],[5,6,7,8],[9,10,11,12]]"), nullptr, 2, 3, 0);
   EXPECT_EQ(windows.format, "windows");
   EXPECT_TRUE(windows.input_ids.equal(at::tensor({1, 2, 3, 5, 6, 7}, at::kLong).view({2, 3})));
-  EXPECT_THROW(load_calibration(write("w2.json", "[[1,2],[3,4]]"), nullptr, 2, 3, 0), InputError);
-  EXPECT_THROW(load_calibration(write("w3.json", "[[1,2,3]]"), nullptr, 2, 3, 0), InputError);
+}
+
+// `--calib windows.json` of 512-token windows under the default --seqlen 2048:
+// the windows set the length (and the count), the flags only cap them.
+TEST_F(CalibrationFiles, ReadyWindowsSetTheirOwnLengthAndCount) {
+  const fs::path file = write("w.json", "[[1,2],[3,4],[5,6]]");
+  auto windows = load_calibration(file, nullptr, 128, 2048, 0);
+  EXPECT_EQ(windows.format, "windows");
+  EXPECT_EQ(windows.n_stream_tokens, 0);
+  EXPECT_TRUE(windows.input_ids.equal(at::tensor({1, 2, 3, 4, 5, 6}, at::kLong).view({3, 2})));
+  EXPECT_EQ(load_calibration(file, nullptr, 2, 2048, 0).input_ids.sizes(), (std::vector<int64_t>{2, 2}));
+  // A --seqlen shorter than the windows cuts them all.
+  auto cut = load_calibration(write("long.json", "[[1,2,3,4],[5,6,7,8]]"), nullptr, 128, 3, 0).input_ids;
+  EXPECT_TRUE(cut.equal(at::tensor({1, 2, 3, 5, 6, 7}, at::kLong).view({2, 3})));
+}
+
+TEST_F(CalibrationFiles, UnequalReadyWindowsNameTheFirstOdd) {
+  const fs::path file = write("uneven.json", "[[1,2,3,4],[5,6,7,8],[9,10,11],[12]]");
+  try {
+    load_calibration(file, nullptr, 128, 2048, 0);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("uneven.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("window 2 has 3 tokens, window 0 has 4"), std::string::npos) << message;
+  }
+  // Cut to a --seqlen every window reaches, or to the windows before the odd one, they are equal.
+  EXPECT_EQ(load_calibration(file, nullptr, 3, 3, 0).input_ids.sizes(), (std::vector<int64_t>{3, 3}));
+  EXPECT_EQ(load_calibration(file, nullptr, 2, 2048, 0).input_ids.sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_THROW(load_calibration(write("one.json", "[[7],[8]]"), nullptr, 2, 2048, 0), InputError);
+  EXPECT_THROW(load_calibration(write("flat_row.json", "[[1,2],3]"), nullptr, 2, 2048, 0), InputError);
 }
 
 TEST_F(CalibrationFiles, TooShortIsAClearInputError) {

@@ -63,6 +63,24 @@ def test_calibration_shorter_than_one_window(tmp_path, tiny):
     assert_refused(proc, out, "too short")
 
 
+def test_ready_windows_set_their_own_shape(tmp_path, tiny):
+    # 6 windows of 24 tokens under the default --nsamples 128 / --seqlen 2048:
+    # the windows decide, and the report says what was used.
+    windows = random_ids(6, 24, 320).tolist()
+    calib = write_ids(tmp_path / "windows.json", windows)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    quantize(tiny, out, "--calib", calib, "--group-size", 32, "--report", report)
+    calibration = json.loads(report.read_text())["calibration"]
+    assert (calibration["format"], calibration["n_samples"], calibration["seqlen"]) == ("windows", 6, 24)
+    # Windows of unequal length are refused, naming the first odd one.
+    windows[3] = windows[3][:20]
+    uneven = tmp_path / "uneven.json"
+    uneven.write_text(json.dumps(windows))
+    out = tmp_path / "out_uneven"
+    proc = quantize(tiny, out, "--calib", uneven, "--group-size", 32, check=False)
+    assert_refused(proc, out, "window 3 has 20 tokens, window 0 has 24")
+
+
 def test_group_size_must_divide_every_input_width(tmp_path, tiny):
     # 64-wide model: g128 would give vLLM in/group = 0 scale rows.
     out = tmp_path / "out"

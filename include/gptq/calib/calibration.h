@@ -3,8 +3,15 @@
 // read from a file and sampled as the GPTQ paper samples WikiText-2 and C4.
 //
 // Accepted files (chosen by content):
-//   JSON list of lists   ready windows, used as-is (the first n_samples rows,
-//                        each cut to seqlen; a shorter row is an InputError)
+//   JSON list of lists   ready windows: they set the window count and length
+//                        themselves, n_samples and seqlen only cap them: the
+//                        first min(n_samples, rows) rows, each cut to
+//                        min(seqlen, its length). The rows used must then be
+//                        equally long (InputError naming the first that is
+//                        not: "window 3 has 500 tokens, window 0 has 512"),
+//                        and at least 2 tokens long. So `--calib w.json` with
+//                        32 windows of 512 tokens runs 32 x 512 under the
+//                        defaults (128 x 2048); --seqlen 256 cuts them to 256.
 //   JSON list of ints    a pre-tokenized stream
 //   whitespace ints      a pre-tokenized stream ("1 523 88\n17 ...")
 //   JSONL with "text"    one object per line; texts joined with "\n\n", tokenized
@@ -30,7 +37,9 @@ namespace gptq::calib {
 using EncodeFn = std::function<std::vector<int32_t>(std::string_view text)>;
 
 struct CalibrationWindows {
-  at::Tensor input_ids;     // int64 [n_samples, seqlen], CPU
+  // int64 [n_samples, seqlen], CPU; ready windows: [min(n_samples, rows),
+  // min(seqlen, their length)], the shape the run then uses.
+  at::Tensor input_ids;
   int64_t n_stream_tokens;  // tokens in the file's stream (0 for ready windows)
   std::string format;       // "text", "jsonl", "ids", "windows"
 };

@@ -1,20 +1,29 @@
 #pragma once
 // The whole `gptq-quant quantize` / `gptq-quant rtn` job: model directory in,
-// GPTQ v1 checkpoint directory out.
+// quantized checkpoint directory (or GGUF file) out. run_quantize is the
+// procedure; each concern it steps through is one unit:
 //
-//   load      config.json (ArchSpec), the safetensors checkpoint (lazy, mmap)
-//   calibrate windows [N, T] from --calib, tokenized with the model's tokenizer
-//   embed     hidden [N, T, H] for all windows, kept resident on the device
-//   per block load its weights only, quantize it in one forward pass
-//             (calib/block_runner.h), write its packed linears, free it;
-//             its output is the next block's input
-//   per block its packed linears and its output (the next block's input) are
-//             made durable in the work directory (calib/work_dir.h), so a
-//             killed run continues with --resume and writes the same bytes
-//   write     the packed linears from the work directory, every other tensor
-//             copied unchanged (embeddings, norms, lm_head), config.json +
-//             quantize_config.json, tokenizer files; atomic rename; the work
-//             directory is removed
+//   plan       config.json (ArchSpec), the lazy safetensors checkpoint, every
+//              module's scheme (calib/quantize_plan.h); --dry-run stops here
+//   resume     the work directory opened and locked before any heavy work
+//              (calib/resume.h)
+//   calibrate  windows [N, T] from --calib (calib/calibration.h), tokenized with
+//              the model's tokenizer; they complete the run's fingerprint, and a
+//              resumed run restores its finished steps
+//   ranks      a data-parallel run keeps this process's windows and joins the
+//              others (calib/data_parallel.h)
+//   embed      hidden [N, T, H] for the windows, resident on the device (or in
+//              files with offload_dir: model/activation_file.h)
+//   per step   a block: its weights loaded, one forward pass that observes each
+//              group, solves it and sinks its linears (calib/block_runner.h);
+//              its output is the next block's input. Then lm_head when the plan
+//              quantizes it. Each linear is logged (calib/run_report.h) and
+//              packed; the step is made durable in the work directory
+//              (calib/work_dir.h), so a killed run continues with --resume and
+//              writes the same bytes
+//   assemble   the output from the finished steps, committed by an atomic
+//              rename (calib/output_assembly.h); the work directory is removed
+//   report     the JSON below and the closing summary (calib/run_report.h)
 //
 // Memory: one block's weights + the block's hidden-size activations for all
 // windows (on the device, or in files with offload_dir: model/activation_file.h); tensors of
@@ -57,6 +66,8 @@ struct QuantizeOptions {
   bool true_sequential = true;
   model::BlockOptions block;         // windows per chunk, MLP hold budget (model/forward.h)
   std::filesystem::path calib_file;  // required for GPTQ
+  // Windows drawn from a token stream or text; ready windows (a JSON list of
+  // lists) set their own count and length, which these then only cap.
   int n_samples = 128;
   int seqlen = 2048;
   uint64_t seed = 0;
@@ -106,7 +117,8 @@ struct QuantizeOptions {
 
 // Runs the job and returns the report (also what --report writes):
 // {"method", "model", "output", "settings": {...}, "device", "dtype",
-//  "calibration": {"file", "format", "n_samples", "seqlen", "n_tokens", "seed",
+//  "calibration": {"file", "format", "n_samples", "seqlen" (the windows' shape as
+//                  used: ready windows set theirs, calib/calibration.h), "n_tokens", "seed",
 //                  "streamed": true when the MLP activations were recomputed
 //                  per chunk instead of held, "note": which, in words},
 //  "layers": [{"name", "shape": [out, in], "quantized", "loss", "damp_used",
