@@ -1,4 +1,6 @@
-// The table of supported families. Adding a family built from existing parts is one row.
+// The table of supported families, one function per family, and the
+// LayerSpec helpers. Adding a family built from existing parts is one
+// function and one entry in build_table().
 #include "gptq/model/arch.h"
 
 #include "gptq/core/error.h"
@@ -12,51 +14,60 @@ ArchSpec make_spec(std::string architecture) {
   return spec;
 }
 
-std::vector<ArchSpec> build_table() {
-  using Kind = BiasRule::Kind;
-  std::vector<ArchSpec> table;
+using BiasKind = BiasRule::Kind;
 
+ArchSpec llama() {
   ArchSpec llama = make_spec("LlamaForCausalLM");
-  llama.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  llama.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
-  llama.mlp.bias = {Kind::kConfigKey, "mlp_bias", false};
-  table.push_back(llama);
+  llama.attention.qkv_bias = {BiasKind::kConfigKey, "attention_bias", false};
+  llama.attention.o_bias = {BiasKind::kConfigKey, "attention_bias", false};
+  llama.mlp.bias = {BiasKind::kConfigKey, "mlp_bias", false};
+  return llama;
+}
 
+ArchSpec mistral() {
   ArchSpec mistral = make_spec("MistralForCausalLM");
   mistral.sliding_window = SlidingWindowRule::kAllLayers;
-  table.push_back(mistral);
+  return mistral;
+}
 
+ArchSpec qwen2() {
   ArchSpec qwen2 = make_spec("Qwen2ForCausalLM");
-  qwen2.attention.qkv_bias = {Kind::kAlways, "", true};
+  qwen2.attention.qkv_bias = {BiasKind::kAlways, "", true};
   qwen2.sliding_window = SlidingWindowRule::kLayerTypes;
-  table.push_back(qwen2);
+  return qwen2;
+}
 
+ArchSpec qwen3() {
   ArchSpec qwen3 = make_spec("Qwen3ForCausalLM");
-  qwen3.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  qwen3.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  qwen3.attention.qkv_bias = {BiasKind::kConfigKey, "attention_bias", false};
+  qwen3.attention.o_bias = {BiasKind::kConfigKey, "attention_bias", false};
   qwen3.attention.qk_norm = QkNorm::kPerHead;
   qwen3.sliding_window = SlidingWindowRule::kLayerTypes;
-  table.push_back(qwen3);
+  return qwen3;
+}
 
-  // Phi-3: fused qkv_proj and gate_up_proj, quantized as the fused linears the
-  // checkpoint holds (the names vLLM and GPTQModel expect).
+// Phi-3: fused qkv_proj and gate_up_proj, quantized as the fused linears the
+// checkpoint holds (the names vLLM and GPTQModel expect).
+ArchSpec phi3() {
   ArchSpec phi3 = make_spec("Phi3ForCausalLM");
   phi3.attention.qkv_proj = "self_attn.qkv_proj";
   phi3.mlp.gate_up_proj = "mlp.gate_up_proj";
   phi3.sliding_window = SlidingWindowRule::kAllLayers;
-  table.push_back(phi3);
+  return phi3;
+}
 
-  // Gemma-2: (1 + w) RMSNorm everywhere, sandwich norms, GeGLU-tanh, scores
-  // scaled by query_pre_attn_scalar and soft-capped, alternating sliding
-  // layers, embedding scaled by sqrt(hidden), soft-capped logits, tied head.
+// Gemma-2: (1 + w) RMSNorm everywhere, sandwich norms, GeGLU-tanh, scores
+// scaled by query_pre_attn_scalar and soft-capped, alternating sliding
+// layers, embedding scaled by sqrt(hidden), soft-capped logits, tied head.
+ArchSpec gemma2() {
   ArchSpec gemma2 = make_spec("Gemma2ForCausalLM");
   gemma2.input_norm.kind = NormKind::kRmsNormPlusOne;
   gemma2.post_attention_norm = {NormKind::kRmsNormPlusOne, "pre_feedforward_layernorm"};
   gemma2.attention_output_norm = {NormKind::kRmsNormPlusOne, "post_attention_layernorm"};
   gemma2.mlp_output_norm = {NormKind::kRmsNormPlusOne, "post_feedforward_layernorm"};
   gemma2.final_norm_kind = NormKind::kRmsNormPlusOne;
-  gemma2.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  gemma2.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  gemma2.attention.qkv_bias = {BiasKind::kConfigKey, "attention_bias", false};
+  gemma2.attention.o_bias = {BiasKind::kConfigKey, "attention_bias", false};
   gemma2.attention.query_scale_key = "query_pre_attn_scalar";
   gemma2.attention.softcap_key = "attn_logit_softcapping";
   gemma2.sliding_window = SlidingWindowRule::kLayerTypes;
@@ -65,20 +76,24 @@ std::vector<ArchSpec> build_table() {
   gemma2.scale_embeddings = true;
   gemma2.final_softcap_key = "final_logit_softcapping";
   gemma2.tie_word_embeddings_default = true;
-  table.push_back(gemma2);
+  return gemma2;
+}
 
-  // Gemma-3 (text): Gemma-2 plus (1 + w) q/k norms per head and its own RoPE
-  // for the sliding layers (5 of every 6).
-  ArchSpec gemma3 = gemma2;
+// Gemma-3 (text): Gemma-2 plus (1 + w) q/k norms per head and its own RoPE
+// for the sliding layers (5 of every 6).
+ArchSpec gemma3() {
+  ArchSpec gemma3 = gemma2();
   gemma3.architecture = "Gemma3ForCausalLM";
   gemma3.attention.qk_norm = QkNorm::kPerHead;
   gemma3.attention.q_norm.kind = NormKind::kRmsNormPlusOne;
   gemma3.attention.k_norm.kind = NormKind::kRmsNormPlusOne;
   gemma3.sliding_pattern = 6;
   gemma3.rope_per_layer_type = true;
-  table.push_back(gemma3);
+  return gemma3;
+}
 
-  // MoE families: the dense parts as above, plus the sparse MLP.
+// MoE families: the dense parts as above, plus the sparse MLP.
+ArchSpec mixtral() {
   ArchSpec mixtral = make_spec("MixtralForCausalLM");
   mixtral.sliding_window = SlidingWindowRule::kAllLayers;
   mixtral.has_moe = true;
@@ -89,38 +104,46 @@ std::vector<ArchSpec> build_table() {
   mixtral.moe.down = "w2";
   mixtral.moe.always_renormalize = true;
   mixtral.moe.fp32_routing_weights = true;
-  table.push_back(mixtral);
+  return mixtral;
+}
 
-  ArchSpec qwen2_moe = qwen2;
+ArchSpec qwen2_moe() {
+  ArchSpec qwen2_moe = qwen2();
   qwen2_moe.architecture = "Qwen2MoeForCausalLM";
-  qwen2_moe.attention.qkv_bias = {Kind::kConfigKey, "qkv_bias", true};
+  qwen2_moe.attention.qkv_bias = {BiasKind::kConfigKey, "qkv_bias", true};
   qwen2_moe.has_moe = true;
   qwen2_moe.moe.layers = MoeLayerRule::kSparseStep;
   qwen2_moe.moe.intermediate_key = "moe_intermediate_size";
   qwen2_moe.moe.shared_expert = true;
-  table.push_back(qwen2_moe);
+  return qwen2_moe;
+}
 
-  ArchSpec qwen3_moe = qwen3;
+ArchSpec qwen3_moe() {
+  ArchSpec qwen3_moe = qwen3();
   qwen3_moe.architecture = "Qwen3MoeForCausalLM";
   qwen3_moe.has_moe = true;
   qwen3_moe.moe.layers = MoeLayerRule::kSparseStep;
   qwen3_moe.moe.intermediate_key = "moe_intermediate_size";
-  table.push_back(qwen3_moe);
+  return qwen3_moe;
+}
 
+ArchSpec olmoe() {
   ArchSpec olmoe = make_spec("OlmoeForCausalLM");
-  olmoe.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  olmoe.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  olmoe.attention.qkv_bias = {BiasKind::kConfigKey, "attention_bias", false};
+  olmoe.attention.o_bias = {BiasKind::kConfigKey, "attention_bias", false};
   olmoe.attention.qk_norm = QkNorm::kWholeProjection;
   olmoe.attention.clip_qkv = true;
   olmoe.has_moe = true;
-  table.push_back(olmoe);
+  return olmoe;
+}
 
-  // DeepSeek-V3: multi-head latent attention, dense first layers, ungated
-  // shared experts, sigmoid group-limited routing with a score-correction bias.
+// DeepSeek-V3: multi-head latent attention, dense first layers, ungated
+// shared experts, sigmoid group-limited routing with a score-correction bias.
+ArchSpec deepseek_v3() {
   ArchSpec deepseek_v3 = make_spec("DeepseekV3ForCausalLM");
   deepseek_v3.attention.kind = AttentionKind::kMla;
-  deepseek_v3.attention.qkv_bias = {Kind::kConfigKey, "attention_bias", false};
-  deepseek_v3.attention.o_bias = {Kind::kConfigKey, "attention_bias", false};
+  deepseek_v3.attention.qkv_bias = {BiasKind::kConfigKey, "attention_bias", false};
+  deepseek_v3.attention.o_bias = {BiasKind::kConfigKey, "attention_bias", false};
   deepseek_v3.has_moe = true;
   deepseek_v3.moe.layers = MoeLayerRule::kFirstKDense;
   deepseek_v3.moe.router_kind = RouterKind::kSigmoidGroupLimited;
@@ -131,9 +154,13 @@ std::vector<ArchSpec> build_table() {
   deepseek_v3.moe.shared_count_key = "n_shared_experts";
   deepseek_v3.moe.shared_prefix = "mlp.shared_experts.";
   deepseek_v3.moe.shared_gate = "";
-  table.push_back(deepseek_v3);
+  return deepseek_v3;
+}
 
-  return table;
+// Table order is the order supported_architectures() lists them in.
+std::vector<ArchSpec> build_table() {
+  return {llama(), mistral(), qwen2(),     qwen3(),     phi3(),  gemma2(),
+          gemma3(), mixtral(), qwen2_moe(), qwen3_moe(), olmoe(), deepseek_v3()};
 }
 
 const std::vector<ArchSpec>& table() {

@@ -4,7 +4,8 @@
 #include <ATen/ATen.h>
 
 #include "gptq/core/error.h"
-#include "gptq/model/forward.h"
+#include "gptq/model/norm.h"
+#include "gptq/model/rope.h"
 
 namespace gptq::model {
 namespace {

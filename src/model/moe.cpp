@@ -49,7 +49,7 @@ std::pair<at::Tensor, at::Tensor> group_limited_top_k(const LayerSpec& layer, co
   const at::Tensor top_index = std::get<1>(at::topk(choice, layer.top_k, -1, true, /*sorted=*/false));
   at::Tensor top_weight = scores.gather(1, top_index);
   if (layer.renormalize_top_k) top_weight = top_weight / (top_weight.sum(-1, /*keepdim=*/true) + 1e-20);
-  // Out of place: the scalar is not rounded first (see forward.cpp's softcapped_attention).
+  // Out of place: the scalar is not rounded first (see attention.cpp's softcapped_attention).
   return {at::mul(top_weight, layer.routed_scaling_factor), top_index};
 }
 

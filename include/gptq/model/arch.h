@@ -31,9 +31,9 @@
 // router sends it at kMlpInput, its {down} that expert's activation at
 // kMlpHidden; a shared expert reads every token like a dense MLP.
 //
-// Adding a family built from parts that exist is one table row (arch.cpp);
+// Adding a family built from parts that exist is one table entry (arch.cpp);
 // a new part (an attention or MLP kind) is an enum value, its groups in
-// layer_groups() and its forward in model/forward.cpp.
+// layer_groups() and its forward in its block stage (model/attention.cpp, dense_mlp.cpp, ...).
 #include <cstdint>
 #include <optional>
 #include <string>
