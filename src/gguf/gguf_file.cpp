@@ -58,7 +58,7 @@ void remove_stale_temporaries(const fs::path& output) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    for (const std::string stem : {"." + output.filename().string() + ".tmp-", "." + output.filename().string() + ".data-"}) {
+    for (const std::string& stem : {"." + output.filename().string() + ".tmp-", "." + output.filename().string() + ".data-"}) {
       if (!name.starts_with(stem)) continue;
       const std::string pid_text = name.substr(stem.size());
       if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;

@@ -142,6 +142,31 @@ def convert_hf(model_dir, out, outtype: str = "f32", timeout: float = TIMEOUT_S)
     return out
 
 
+def convert_hf_in_process(model_dir, out, outtype: str = "f32") -> Path:
+    """convert_hf with the same script and arguments, run inside this process
+    (runpy): a fresh interpreter per file spends seconds importing torch and
+    transformers, and a test file that converts dozens of fixtures pays that
+    dozens of times. The script's logging goes to this process's stderr."""
+    import runpy
+
+    tree = require(built=False)
+    gguf()  # the tree's gguf-py, which the script would put first on sys.path
+    out = Path(out)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [str(tree / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(out), "--outtype", outtype]
+    sys.path.insert(0, str(tree))  # its `conversion` package
+    try:
+        runpy.run_path(str(tree / "convert_hf_to_gguf.py"), run_name="__main__")
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise PeerError(f"convert_hf_to_gguf.py {model_dir} --outtype {outtype} exited {stop.code}") from None
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    if not out.is_file():
+        raise PeerError(f"convert_hf_to_gguf.py wrote no {out}")
+    return out
+
+
 def quantize(src, dst, type_name: str, imatrix=None, extra=(), timeout: float = TIMEOUT_S) -> Path:
     """llama-quantize [--imatrix FILE] [extra...] SRC DST TYPE 2 (type e.g. Q4_0, Q4_K_M)."""
     dst = Path(dst)

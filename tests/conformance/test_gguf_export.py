@@ -23,10 +23,8 @@ without them.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +78,7 @@ def tiny_model(tmp_path: Path, arch: str, shards: bool = False, **overrides) -> 
 
 
 def run_converter(model_dir: Path, out_file: Path, outtype: str) -> None:
-    env = dict(os.environ, NO_LOCAL_GGUF="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LLAMA_CPP / "gguf-py"), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, str(LLAMA_CPP / "convert_hf_to_gguf.py"), str(model_dir),
-                           "--outtype", outtype, "--outfile", str(out_file)],
-                          capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    lcpp.convert_hf_in_process(model_dir, out_file, outtype)
 
 
 def run_ours(model_dir: Path, out_file: Path, outtype: str) -> subprocess.CompletedProcess:
