@@ -87,16 +87,17 @@ def test_a_checkpoint_larger_than_the_memory_limit_is_quantized(cgroup, tmp_path
 
 
 def test_activations_larger_than_the_limit_run_offloaded(tmp_path):
-    """4 x 256 x 512 x 768 bf16 = 768 MiB of block activations under a 700 MiB
+    """4 x 128 x 512 x 768 fp32 = 768 MiB of block activations under a 700 MiB
     limit: in RAM the run is killed; with --offload-activations it finishes,
-    with the same bytes as an unlimited run in RAM."""
+    with the same bytes as an unlimited run in RAM. fp32 rather than bf16:
+    the same bytes from half the tokens, and CPU matmuls 4x faster."""
     model = make_random_llama(tmp_path / "model", 4, 768, 2048, VOCAB)
     calib = tmp_path / "calib.json"
-    calib.write_text(json.dumps(torch.randint(0, VOCAB, (256, 512), generator=torch.Generator().manual_seed(2)).tolist()))
+    calib.write_text(json.dumps(torch.randint(0, VOCAB, (128, 512), generator=torch.Generator().manual_seed(2)).tolist()))
 
     def args(out, *extra):
-        return [binary(), "-q", "quantize", "--model", model, "--output", out, "--device", "cpu", "--calib", calib,
-                "--nsamples", 256, "--seqlen", 512, "--group-size", 128, "--windows-per-chunk", 16,
+        return [binary(), "-q", "quantize", "--model", model, "--output", out, "--device", "cpu", "--dtype", "fp32",
+                "--calib", calib, "--nsamples", 128, "--seqlen", 512, "--group-size", 128, "--windows-per-chunk", 16,
                 "--max-activation-mib", 0, *extra]
 
     group = make_cgroup(700)

@@ -77,6 +77,20 @@ def corpus():
     return texts
 
 
+@pytest.fixture(scope="module")
+def special_corpus():
+    """add_special_tokens only changes what the post-processor wraps around
+    the pre-tokenized ids, so the stress set, llama.cpp's inputs, the first
+    2000 lines of each text and one 100k chunk of each cover it; the full
+    corpus (the oracle alone takes seconds over it) runs once, plain."""
+    texts = list(STRESS) + ggml_inputs()
+    for name in TEXT_FILES:
+        content = (SHARED / name).read_text(encoding="utf-8")
+        texts += content.split("\n")[:2000]
+        texts += chunks(content, 100_000)[:1]
+    return texts
+
+
 def train_texts():
     for name in ["wikitext2-raw/wiki.test.raw", "tinyshakespeare/input.txt", "tinystories-valid/tinystories_val.txt"]:
         yield from (SHARED / name).read_text(encoding="utf-8").split("\n")
@@ -209,7 +223,8 @@ KIND_NAMES = ["gpt2-real", "llama2-real", "stories260k-hf", "bytelevel-gpt2-rege
 
 @pytest.mark.parametrize("add_special", [False, True], ids=["plain", "special"])
 @pytest.mark.parametrize("kind", KIND_NAMES)
-def test_ids_match_tokenizers(kind, add_special, kinds, corpus, tmp_path):
+def test_ids_match_tokenizers(kind, add_special, kinds, corpus, special_corpus, tmp_path):
+    corpus = special_corpus if add_special else corpus
     oracle = Tokenizer.from_file(str(kinds[kind]))
     expected = [encoding.ids for encoding in oracle.encode_batch(corpus, add_special_tokens=add_special)]
     flags = ["--add-special-tokens"] if add_special else ["--decode"]
