@@ -10,14 +10,11 @@
 
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 #include "gptq/solver/solver.h"
 
 namespace gptq::calib {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // One fp32 Hessian per group, fed chunk by chunk; taken once the group is
 // complete (summed over the processes of a data-parallel run).

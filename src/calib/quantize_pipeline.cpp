@@ -31,7 +31,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = RunTimes::Clock;
-double seconds_since(Clock::time_point start) { return RunTimes::seconds_since(start); }
 
 // Checks everything that can be checked before loading any tensor.
 void validate_options(const QuantizeOptions& options) {

@@ -180,7 +180,7 @@ void RunReport::finish(const std::string& output, const std::string& format, con
                  "(GPTQ v1 readers need zero >= 1; --format gptq_v2 keeps them)",
                  format, zero_points_raised);
   }
-  const double total_s = RunTimes::seconds_since(times.start);
+  const double total_s = seconds_since(times.start);
   const PhaseTimes& blocks = times.blocks;
   json_["layers"] = layers;
   json_["format"] = format;

@@ -21,7 +21,7 @@
 namespace gptq::cli {
 namespace {
 
-struct Options {
+struct PplOptions {
   std::string model;
   std::string text;
   std::string tokens;
@@ -34,7 +34,7 @@ struct Options {
 
 constexpr const char* kModelDataGroup = "Model and data";
 
-void setup_options(CLI::App& app, Options& options) {
+void setup_ppl_options(CLI::App& app, PplOptions& options) {
   app.add_option("--model", options.model,
                  "model (plain or GPTQ): a directory or a repo id org/name[@revision] in the local Hugging "
                  "Face cache")
@@ -83,7 +83,7 @@ int64_t proc_status_bytes(const std::string& key) {
   return 0;
 }
 
-std::vector<int64_t> read_ids(const Options& options) {
+std::vector<int64_t> read_ids(const PplOptions& options) {
   if (!options.tokens.empty()) {
     std::vector<int64_t> ids;
     for (const auto& row : model::read_token_rows(options.tokens)) ids.insert(ids.end(), row.begin(), row.end());
@@ -99,7 +99,7 @@ std::vector<int64_t> read_ids(const Options& options) {
   return std::vector<int64_t>(ids32.begin(), ids32.end());
 }
 
-int run_benchmark_ppl(Options options) {
+int run_benchmark_ppl(PplOptions options) {
   options.model = resolve_model_flag(options.model, "--model");
   const int64_t baseline_rss = proc_status_bytes("VmRSS");
   auto load_start = std::chrono::steady_clock::now();
@@ -149,13 +149,13 @@ int run_benchmark_ppl(Options options) {
 }  // namespace
 
 Command add_benchmark_ppl_command(CLI::App& benchmark) {
-  auto options = std::make_shared<Options>();
+  auto options = std::make_shared<PplOptions>();
   Command command;
   command.app = benchmark.add_subcommand(
       "ppl",
       "perplexity of a checkpoint on a text (GPTQ paper protocol: whole text tokenized once,\n"
       "non-overlapping --seqlen windows, exp of the mean NLL); runs one decoder block at a time");
-  setup_options(*command.app, *options);
+  setup_ppl_options(*command.app, *options);
   command.run = [options] { return run_benchmark_ppl(*options); };
   return command;
 }

@@ -18,7 +18,7 @@
 namespace gptq::cli {
 namespace {
 
-struct Options {
+struct SolverBenchOptions {
   int64_t size = 0;
   int64_t rows = 4096;
   int64_t cols = 4096;
@@ -32,7 +32,7 @@ struct Options {
   bool json = false;
 };
 
-void setup_options(CLI::App& app, Options& options) {
+void setup_solver_bench_options(CLI::App& app, SolverBenchOptions& options) {
   auto* size = app.add_option("--size", options.size, "square layer: --rows = --cols = N");
   auto* rows = app.add_option("--rows", options.rows, "output features of the layer")->capture_default_str();
   auto* cols = app.add_option("--cols", options.cols, "input features (H is cols x cols)")->capture_default_str();
@@ -66,7 +66,7 @@ void print_table(const bench::SolverBenchmarkOptions& problem, const bench::Solv
   std::printf("  %-34s %9.4g (damp %.4g)\n", "layer loss", r.loss, r.damp_used);
 }
 
-int run(const Options& options) {
+int run_solver_benchmark(const SolverBenchOptions& options) {
   bench::SolverBenchmarkOptions problem;
   problem.rows = options.size > 0 ? options.size : options.rows;
   problem.cols = options.size > 0 ? options.size : options.cols;
@@ -111,9 +111,9 @@ Command add_benchmark_solver_command(CLI::App& benchmark) {
   Command command;
   command.app = benchmark.add_subcommand(
       "solver", "time Hessian accumulation and the GPTQ solve on a random layer vs the BLAS floor");
-  auto options = std::make_shared<Options>();
-  setup_options(*command.app, *options);
-  command.run = [options] { return run(*options); };
+  auto options = std::make_shared<SolverBenchOptions>();
+  setup_solver_bench_options(*command.app, *options);
+  command.run = [options] { return run_solver_benchmark(*options); };
   return command;
 }
 

@@ -145,6 +145,23 @@ void apply_recipe_defaults(QuantizeCommandOptions& options) {
   }
 }
 
+// A GPTQ checkpoint vLLM (0.32) refuses before reading a weight is still
+// written (transformers and GPTQModel load it), but never silently: said once,
+// before the work starts, with what vLLM does load.
+void warn_what_vllm_refuses(const calib::QuantizeOptions& job) {
+  if (job.format != "gptq" && job.format != "gptq_v2") return;
+  if (job.gptq.desc_act && job.gptq.quant.group_size > 0) {
+    spdlog::warn("--desc-act with --group-size {}: vLLM refuses GPTQ group activation ordering (desc_act with groups), "
+                 "--static-groups included; transformers and GPTQModel load it. For vLLM leave out --desc-act",
+                 job.gptq.quant.group_size);
+  }
+  if (!job.gptq.quant.sym) {
+    spdlog::warn("--asym: vLLM refuses asymmetric GPTQ (sym=false); transformers and GPTQModel load it. For vLLM "
+                 "use --sym, or turn this output into compressed-tensors (gptq-quant convert --to "
+                 "compressed-tensors), which vLLM loads asymmetric");
+  }
+}
+
 // --workers: the client of the remote solve workers, or null.
 std::shared_ptr<rpc::RemoteSolver> remote_solver_of(const QuantizeCommandOptions& options) {
   if (options.workers.empty()) {
@@ -194,6 +211,7 @@ int run_quantize_job(QuantizeCommandOptions& options) {
   options.job.progress = spdlog::get_level() <= spdlog::level::info;
   options.job.model_dir = resolve_model_flag(options.job.model_dir.string(), "--model");
   if (!options.recipe_path.empty()) apply_recipe_defaults(options);
+  if (reports) warn_what_vllm_refuses(options.job);
   if (!options.report_path.empty()) {
     std::ofstream probe(options.report_path, std::ios::app);
     GPTQ_CHECK(probe.good(), "cannot write report '", options.report_path, "'");

@@ -15,7 +15,7 @@
 namespace gptq::cli {
 namespace {
 
-struct Options {
+struct ServerCmdOptions {
   std::string listen;
   std::string token_file;
   std::string tls_cert;
@@ -27,7 +27,7 @@ struct Options {
 
 constexpr const char* kServingGroup = "Serving";
 
-void setup_options(CLI::App& app, Options& options) {
+void setup_server_options(CLI::App& app, ServerCmdOptions& options) {
   app.add_option("--listen", options.listen, "HOST:PORT to serve on (port 0: any free port, logged)")
       ->required()
       ->group(kServingGroup);
@@ -48,7 +48,7 @@ void setup_options(CLI::App& app, Options& options) {
       ->group(kSecurityGroup);
 }
 
-rpc::SolveServerOptions server_options(const Options& options) {
+rpc::SolveServerOptions server_options(const ServerCmdOptions& options) {
   rpc::SolveServerOptions server;
   server.listen = options.listen;
   GPTQ_CHECK(options.listen.rfind(':') != std::string::npos, "--listen: '", options.listen, "' is not HOST:PORT");
@@ -71,7 +71,7 @@ rpc::SolveServerOptions server_options(const Options& options) {
   return server;
 }
 
-int run_server(const Options& options) {
+int run_server(const ServerCmdOptions& options) {
   const rpc::SolveServerOptions config = server_options(options);
   rpc::SolveServer server(config);
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
@@ -91,7 +91,7 @@ int run_server(const Options& options) {
 }  // namespace
 
 Command add_server_command(CLI::App& parent) {
-  auto options = std::make_shared<Options>();
+  auto options = std::make_shared<ServerCmdOptions>();
   Command command;
   command.app = parent.add_subcommand("server", "run a layer-solve worker for remote 'quantize' clients (gRPC)");
   command.app->footer(
@@ -103,7 +103,7 @@ Command add_server_command(CLI::App& parent) {
       "Example (then: quantize ... --workers host:50051 --worker-token-file token):\n"
       "  gptq-quant server --listen 0.0.0.0:50051 --token-file token --device cuda:0\n\n"
       "Reference: docs/server.md.");
-  setup_options(*command.app, *options);
+  setup_server_options(*command.app, *options);
   command.run = [options] { return run_server(*options); };
   return command;
 }

@@ -73,4 +73,8 @@ std::string human_seconds(double seconds) {
   return buffer;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace gptq

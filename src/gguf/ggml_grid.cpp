@@ -39,8 +39,6 @@ GridSpec spec_of(GgmlType type) {
   return {};
 }
 
-at::Tensor to_half_grid(const at::Tensor& values) { return values.to(at::kHalf).to(at::kFloat); }
-
 // scale/zero [rows] against x [rows, k] broadcast per row.
 at::Tensor per_row(const at::Tensor& param, const at::Tensor& like) {
   return param.dim() == 1 && like.dim() == 2 ? param.unsqueeze(1) : param;
@@ -151,5 +149,7 @@ class GgmlGrid : public solver::QuantGrid {
 std::shared_ptr<const solver::QuantGrid> make_ggml_grid(GgmlType type) {
   return std::make_shared<GgmlGrid>(spec_of(type));
 }
+
+at::Tensor to_half_grid(const at::Tensor& values) { return values.to(at::kHalf).to(at::kFloat); }
 
 }  // namespace gptq::gguf

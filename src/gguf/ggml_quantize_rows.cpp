@@ -9,8 +9,6 @@
 namespace gptq::gguf {
 namespace {
 
-at::Tensor to_half_grid(const at::Tensor& values) { return values.to(at::kHalf).to(at::kFloat); }
-
 // C's roundf (half away from zero), exact in float as gguf-py's np_roundf.
 at::Tensor round_half_away(const at::Tensor& v) {
   const at::Tensor magnitude = v.abs();

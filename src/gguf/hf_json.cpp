@@ -22,12 +22,16 @@ std::string read_text_file(const std::filesystem::path& path) {
 }
 
 nlohmann::json read_json_file(const std::filesystem::path& path) {
-  return io::parse_json_strict(read_text_file(path), detail::concat("'", path.string(), "'"));
+  return io::parse_json_strict(read_text_file(path), gptq::detail::concat("'", path.string(), "'"));
+}
+
+bool is_file(const std::filesystem::path& path) {
+  std::error_code error;
+  return std::filesystem::is_regular_file(path, error);
 }
 
 nlohmann::json read_json_file_if_present(const std::filesystem::path& path) {
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) return nullptr;
+  if (!is_file(path)) return nullptr;
   return read_json_file(path);
 }
 

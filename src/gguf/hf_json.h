@@ -22,6 +22,9 @@ nlohmann::json read_json_file_if_present(const std::filesystem::path& path);
 // The file's bytes; InputError naming it when unreadable or too large.
 std::string read_text_file(const std::filesystem::path& path);
 
+// os.path.isfile: false (not an error) for a missing or unreadable path.
+bool is_file(const std::filesystem::path& path);
+
 // Python's bool(value) for a JSON value: null, false, 0, "", [] and {} are false.
 bool truthy(const nlohmann::json& value);
 

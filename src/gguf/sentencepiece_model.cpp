@@ -81,7 +81,7 @@ class WireReader {
   size_t nested_base(std::string_view nested) const { return base_ + static_cast<size_t>(nested.data() - bytes_.data()); }
 
   [[noreturn]] void fail(const std::string& message) const {
-    throw InputError(detail::concat(what_, ": ", message, " at byte ", offset()));
+    throw InputError(gptq::detail::concat(what_, ": ", message, " at byte ", offset()));
   }
 
  private:

@@ -15,11 +15,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-bool is_file(const fs::path& path) {
-  std::error_code error;
-  return fs::is_regular_file(path, error);
-}
-
 // Python's open(path, encoding="utf-8").read(): universal newlines.
 std::string read_text_universal_newlines(const fs::path& path) {
   const std::string raw = read_text_file(path);

@@ -11,8 +11,6 @@
 namespace gptq::io {
 namespace {
 
-constexpr const char* kIndexName = "model.safetensors.index.json";
-constexpr const char* kSingleName = "model.safetensors";
 constexpr uint64_t kMaxIndexBytes = 100'000'000;
 
 std::string read_text_file(const std::filesystem::path& path) {
@@ -68,11 +66,11 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir_or_file) {
     add_file(SafetensorsFile::open(dir_or_file));
     return checkpoint;
   }
-  const fs::path index_path = dir_or_file / kIndexName;
+  const fs::path index_path = dir_or_file / kSafetensorsIndexName;
   if (!fs::exists(index_path)) {
-    GPTQ_CHECK(fs::exists(dir_or_file / kSingleName), dir_or_file.string(), ": neither ",
-               kSingleName, " nor ", kIndexName, " found");
-    add_file(SafetensorsFile::open(dir_or_file / kSingleName));
+    GPTQ_CHECK(fs::exists(dir_or_file / kSafetensorsFileName), dir_or_file.string(), ": neither ",
+               kSafetensorsFileName, " nor ", kSafetensorsIndexName, " found");
+    add_file(SafetensorsFile::open(dir_or_file / kSafetensorsFileName));
     return checkpoint;
   }
 

@@ -28,8 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kIndexName = "model.safetensors.index.json";
-constexpr const char* kSingleName = "model.safetensors";
 
 struct Entry {
   std::string name;
@@ -243,7 +241,7 @@ std::vector<fs::path> ShardedWriter::commit() {
 
   const size_t n_shards = impl.shards.size();
   auto shard_name = [&](size_t shard_idx) {
-    if (n_shards == 1) return std::string(kSingleName);
+    if (n_shards == 1) return std::string(kSafetensorsFileName);
     char buffer[64];
     std::snprintf(buffer, sizeof(buffer), "model-%05zu-of-%05zu.safetensors", shard_idx + 1,
                   n_shards);
@@ -262,7 +260,7 @@ std::vector<fs::path> ShardedWriter::commit() {
     }
     index["metadata"]["total_size"] = total_size;
     const std::string text = index.dump(2) + "\n";
-    index_temp = temp_name(impl.dir, kIndexName);
+    index_temp = temp_name(impl.dir, kSafetensorsIndexName);
     impl.temps.push_back(index_temp);
     OutputFile out(index_temp);
     out.write(text.data(), text.size());
@@ -271,7 +269,7 @@ std::vector<fs::path> ShardedWriter::commit() {
 
   // Shards first, the index last: a reader that sees the index sees every shard.
   std::vector<fs::path> written;
-  const fs::path index_path = impl.dir / kIndexName;
+  const fs::path index_path = impl.dir / kSafetensorsIndexName;
   try {
     for (size_t shard_idx = 0; shard_idx < n_shards; ++shard_idx) {
       rename_into_place(impl.shards[shard_idx].temp_path, impl.dir / shard_name(shard_idx));

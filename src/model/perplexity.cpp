@@ -12,13 +12,10 @@
 
 #include "gptq/core/error.h"
 #include "gptq/core/log.h"
+#include "gptq/core/progress.h"
 
 namespace gptq::model {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 void check_ids(const at::Tensor& ids, const ModelConfig& config) {
   GPTQ_CHECK(ids.dim() == 2 && ids.size(1) > 0, "token ids must be [rows, tokens], got ", ids.sizes());

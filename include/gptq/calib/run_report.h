@@ -67,10 +67,6 @@ struct RunTimes {
   double calibration_s = 0;
   double write_s = 0;
   PhaseTimes blocks;  // forward, hessian, solve
-
-  static double seconds_since(Clock::time_point since) {
-    return std::chrono::duration<double>(Clock::now() - since).count();
-  }
 };
 
 class RunReport {

@@ -32,6 +32,9 @@ class Progress {
   std::chrono::steady_clock::time_point start_;
 };
 
+// Seconds from `start` to now on the steady clock: how every phase is timed.
+double seconds_since(std::chrono::steady_clock::time_point start);
+
 // "1.5 GiB", "312.0 KiB".
 std::string human_bytes(double bytes);
 // "2m05s", "3.4s".

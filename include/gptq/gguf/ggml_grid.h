@@ -39,4 +39,7 @@ namespace gptq::gguf {
 
 std::shared_ptr<const solver::QuantGrid> make_ggml_grid(GgmlType type);
 
+// `values` rounded through fp16 and back: ggml stores block scales and mins as fp16.
+at::Tensor to_half_grid(const at::Tensor& values);
+
 }  // namespace gptq::gguf

@@ -36,6 +36,10 @@
 
 namespace gptq::io {
 
+// The file names transformers gives a one-file checkpoint and a sharded one's index.
+inline constexpr const char* kSafetensorsFileName = "model.safetensors";
+inline constexpr const char* kSafetensorsIndexName = "model.safetensors.index.json";
+
 struct TensorInfo {
   std::string name;
   c10::ScalarType dtype;
