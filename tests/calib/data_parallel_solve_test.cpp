@@ -25,12 +25,22 @@ struct Solved {
   int64_t n_rows = 0;
 };
 
-// q (48 rows) and k (24 rows) stacked into one solve, 4-bit g16 with act-order.
-Solved solve(const std::vector<at::Tensor>& inputs, dist::Communicator* comm) {
+// q (48 rows) and k (24 rows), drawn once before any rank thread starts:
+// the ranks share the process's global generator, so drawing them per rank
+// raced (one thread reseeding while the other drew) and left the ranks
+// solving different weights when the machine was busy.
+model::BlockWeights make_weights() {
   at::manual_seed(7);
+  model::BlockWeights weights;
+  weights.tensors["q.weight"] = at::randn({48, 64});
+  weights.tensors["k.weight"] = at::randn({24, 64});
+  return weights;
+}
+
+// q and k stacked into one solve, 4-bit g16 with act-order.
+Solved solve(const std::vector<at::Tensor>& inputs, const model::BlockWeights& start, dist::Communicator* comm) {
   Solved solved;
-  solved.weights.tensors["q.weight"] = at::randn({48, 64});
-  solved.weights.tensors["k.weight"] = at::randn({24, 64});
+  for (const auto& [name, tensor] : start.tensors) solved.weights.tensors[name] = tensor.clone();
   solver::HessianAccumulator accumulator(64, c10::Device(c10::kCPU));
   for (const at::Tensor& x : inputs) accumulator.add(x);
   solved.n_rows = accumulator.n_samples();
@@ -70,14 +80,15 @@ TEST(DataParallelSolve, TwoRanksEndWithTheOneProcessResult) {
   at::manual_seed(3);
   const at::Tensor x = at::randn({300, 64}) * at::linspace(0.2, 2.0, 64);
   const std::vector<at::Tensor> halves{x.narrow(0, 0, 170), x.narrow(0, 170, 130)};
-  const Solved alone = solve({halves[0], halves[1]}, nullptr);
+  const model::BlockWeights start = make_weights();
+  const Solved alone = solve({halves[0], halves[1]}, start, nullptr);
 
   const int port = free_port();
   auto rank_job = [&](int rank) {
     dist::LaunchInfo launch{rank, 2, rank, "127.0.0.1", port, "test"};
     std::unique_ptr<dist::Communicator> comm =
         dist::connect(launch, c10::Device(c10::kCPU), std::chrono::milliseconds(30000));
-    Solved solved = solve({halves[static_cast<size_t>(rank)]}, comm.get());
+    Solved solved = solve({halves[static_cast<size_t>(rank)]}, start, comm.get());
     comm->barrier("the end of the test");
     return solved;
   };
