@@ -11,11 +11,11 @@ set(GPTQ_PCH_HEADERS <ATen/ATen.h>)
 
 # Unity build: each target compiles its sources 8 to a translation unit, so
 # the inline ATen, fmt and JSON code they all use is instantiated and
-# optimised once per batch instead of once per file. Measured on 2 cores,
-# ccache off, Ninja, the gptq-quant target from scratch: see docs/benchmarks.md
-# ("Build time"). It costs incremental rebuilds (one edit recompiles its
-# batch), so a developer iterating on a few files may configure
-# -DGPTQ_UNITY_BUILD=OFF. It requires that no two sources of a module define
+# optimised once per batch instead of once per file: the gptq-quant target
+# from scratch on 2 cores, ccache off, 434 s -> 205 s (docs/benchmarks.md,
+# "Build, demo and test-suite time"). It costs incremental rebuilds (one edit
+# recompiles its batch), so a developer iterating on a few files may
+# configure -DGPTQ_UNITY_BUILD=OFF. It requires that no two sources of a module define
 # the same name in an anonymous namespace; shared helpers go in a header.
 option(GPTQ_UNITY_BUILD "Compile each target's C++ sources in batches of 8" ON)
 
