@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "gptq/core/error.h"
+#include "gptq/io/json.h"
 #include "model/config_keys.h"
 #include "model/layer_specs.h"
 #include "model/rope_config.h"
@@ -19,13 +20,10 @@ namespace {
 using detail::Keys;
 using nlohmann::json;
 
+// config.json parsed as every other file of a checkpoint is (io/json.h:
+// one-line errors, repeated keys refused).
 json parse_json_object(const std::string& json_text, const std::string& source) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {
-    throw InputError(source + ": not valid JSON: " + e.what());
-  }
+  json root = io::parse_json_strict(json_text, source);
   GPTQ_CHECK(root.is_object(), source, ": expected a JSON object");
   return root;
 }

@@ -67,28 +67,28 @@ def chunks(text, size):
     return [text[start:start + size] for start in range(0, len(text), size)]
 
 
-@pytest.fixture(scope="module")
-def corpus():
+def texts_of(max_lines=None, max_chunks=None):
+    """The stress set, llama.cpp's inputs, and each shared text line by line
+    and in 100k chunks (the first max_lines / max_chunks of each)."""
     texts = list(STRESS) + ggml_inputs()
     for name in TEXT_FILES:
         content = (SHARED / name).read_text(encoding="utf-8")
-        texts += content.split("\n")
-        texts += chunks(content, 100_000)
+        texts += content.split("\n")[:max_lines]
+        texts += chunks(content, 100_000)[:max_chunks]
     return texts
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return texts_of()
 
 
 @pytest.fixture(scope="module")
 def special_corpus():
     """add_special_tokens only changes what the post-processor wraps around
-    the pre-tokenized ids, so the stress set, llama.cpp's inputs, the first
-    2000 lines of each text and one 100k chunk of each cover it; the full
-    corpus (the oracle alone takes seconds over it) runs once, plain."""
-    texts = list(STRESS) + ggml_inputs()
-    for name in TEXT_FILES:
-        content = (SHARED / name).read_text(encoding="utf-8")
-        texts += content.split("\n")[:2000]
-        texts += chunks(content, 100_000)[:1]
-    return texts
+    the pre-tokenized ids, so 2000 lines and one chunk of each text cover it;
+    the full corpus (the oracle alone takes seconds over it) runs once, plain."""
+    return texts_of(max_lines=2000, max_chunks=1)
 
 
 def train_texts():
